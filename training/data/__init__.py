@@ -1,0 +1,1 @@
+"""Dataset contract, search-log simulator and readers of real data sets."""

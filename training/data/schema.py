@@ -1,0 +1,38 @@
+"""The dataset contract of DESIGN.md: one row per impression, the column names every part shares.
+
+Readers map real data sets onto these columns; the synthetic generator writes them directly.
+"""
+
+# Request-level columns: the same for every row of a session (one query's result list).
+SESSION_ID = "session_id"
+QUERY_TEXT = "query_text"
+QUERY_CATEGORY = "query_category"  # sub-category id of the query
+TOP_CATEGORY = "top_category"  # its level-1 parent
+SCENARIO = "scenario"  # country / storefront (HMoE scenarios)
+PLATFORM = "platform"  # general / high_end / budget (WE-CAN domains)
+
+# Item-level columns.
+ITEM_ID = "item_id"
+ITEM_TITLE = "item_title"
+POSITION = "position"  # 0-based rank at which the item was shown
+
+# Features the generator writes; readers of real data declare their own.
+NUMERIC_FEATURES = (
+    "log_price",
+    "sales_volume",
+    "good_comment_ratio",
+    "brand_popularity",
+    "rating",
+    "log_review_count",
+    "discount",
+    "hist_ctr",
+    "lexical_overlap",
+)
+CATEGORICAL_FEATURES = ("brand", "item_category")
+
+# Labels: the cascade click -> atc -> purchase (a later stage implies the earlier).
+TASKS = ("click", "atc", "purchase")
+RELEVANCE = "relevance"  # graded 0..3
+
+REQUEST_COLUMNS = (SESSION_ID, QUERY_TEXT, QUERY_CATEGORY, TOP_CATEGORY, SCENARIO, PLATFORM)
+ITEM_COLUMNS = (ITEM_ID, ITEM_TITLE, POSITION)
