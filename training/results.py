@@ -1,0 +1,49 @@
+"""Write a benchmark's or experiment's figures to results/<name>.json with how they were made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def _git_commit() -> str:
+    """HEAD, with "-dirty" when tracked files differ from it (figures from a modified tree)."""
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "uncommitted"
+    return commit + ("-dirty" if dirty else "")
+
+
+def write_results(
+    name: str, rows: list[dict], extra: dict | None = None, directory: Path | None = None
+) -> Path:
+    """Write {rows, commit, command, cpu_count, date, **extra} to <directory>/<name>.json.
+
+    rows: one dict per measured configuration. ``directory`` defaults to the repository's
+    ``results/``. Returns the path written.
+    """
+    record = {
+        "rows": rows,
+        "commit": _git_commit(),
+        "command": sys.argv,
+        "cpu_count": len(os.sched_getaffinity(0)),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    path = (directory or REPO_ROOT / "results") / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
