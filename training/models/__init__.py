@@ -1,0 +1,1 @@
+"""Model parts (inputs, experts, gates, losses) and the recipes that compose them."""

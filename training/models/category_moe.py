@@ -1,0 +1,173 @@
+"""The category-gated MoE family of adv-hsc-moe: DNN, MoE, Adv-MoE, HSC-MoE, Adv & HSC-MoE, MMoE.
+
+One module composes the parts (input block, stacked experts, a gate, regularisers); each
+model of Table 2 is a recipe: the same config with a part switched on or off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import nn
+
+from training.features import FeatureSpec
+from training.models.experts import StackedExperts
+from training.models.gates import (
+    CategoryBucketGate,
+    GateFeatures,
+    Gating,
+    NoisyTopKGate,
+    category_buckets,
+)
+from training.models.inputs import InputBlock
+from training.models.losses import (
+    adversarial_loss,
+    hierarchical_soft_constraint,
+    sample_disagreeing,
+)
+
+
+@dataclass(frozen=True)
+class CategoryMoEConfig:
+    experts: int = 10  # N
+    top_k: int = 4  # K
+    hidden: tuple[int, ...] = (512, 256)  # one expert tower: 512 x 256 x 1 (§5.1.4)
+    embedding_dim: int = 16
+    text_proj: int = 32  # 0: feed the encoder's full dimension
+    gate_inputs: tuple[str, ...] = ("query_category",)  # Table 5: the sub-category alone
+    noisy_gate: bool = True
+    balance_weight: float = 1e-2  # Shazeer's importance + load terms
+    hsc_weight: float = 0.0  # λ1 in eq. 14
+    adversarial_weight: float = 0.0  # λ2 in eq. 14
+    disagreeing: int = 1  # D
+    category_buckets: int = 0  # > 0: MMoE, one gate per bucket of categories (§5.1.4)
+    tasks: tuple[str, ...] = ("click",)
+
+
+RECIPES: dict[str, CategoryMoEConfig] = {
+    "dnn": CategoryMoEConfig(experts=1, top_k=1, balance_weight=0.0),
+    "moe": CategoryMoEConfig(),
+    "adv_moe": CategoryMoEConfig(adversarial_weight=1e-3),
+    "hsc_moe": CategoryMoEConfig(hsc_weight=1e-3),
+    "adv_hsc_moe": CategoryMoEConfig(hsc_weight=1e-3, adversarial_weight=1e-3),
+    "mmoe_4": CategoryMoEConfig(experts=4, top_k=4, category_buckets=10, balance_weight=0.0),
+    "mmoe_10": CategoryMoEConfig(experts=10, top_k=10, category_buckets=10, balance_weight=0.0),
+}
+
+
+def recipe(name: str, **overrides) -> CategoryMoEConfig:
+    """A Table 2 model's config with overrides; unknown names or options are errors."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(RECIPES)}")
+    known = {f.name for f in fields(CategoryMoEConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; known: {sorted(known)}")
+    return replace(RECIPES[name], **overrides)
+
+
+@dataclass
+class RankerOutput:
+    """logits [B, T] per task; gating: the inference gate's decision (None for DNN);
+    penalties: weighted regularisers to add to the task loss (signs included)."""
+
+    logits: torch.Tensor
+    gating: Gating | None = None
+    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class CategoryMoE(nn.Module):
+    """inputs (see InputBlock) -> RankerOutput. category_counts [cardinality of the query
+    category] (training examples per category) is needed only for MMoE buckets."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        config: CategoryMoEConfig,
+        category_counts: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.inputs = InputBlock(spec, config.embedding_dim, config.text_proj)
+        dr, dx = self.inputs.request_dim, self.inputs.item_dim
+        self.experts = StackedExperts(config.experts, dr, dx, config.hidden, len(config.tasks))
+        self.gate_features = self.gate = self.constraint = None
+        if config.experts > 1:
+            self.gate_features = GateFeatures(spec, config.gate_inputs, dx, config.embedding_dim)
+            if config.category_buckets:
+                if category_counts is None:
+                    raise ValueError("MMoE buckets need category_counts")
+                buckets = category_buckets(category_counts, config.category_buckets)
+                self.gate = CategoryBucketGate(self.gate_features.out_dim, config.experts, buckets)
+                self.category_field = spec.request_field("query_category")
+            else:
+                self.gate = NoisyTopKGate(
+                    self.gate_features.out_dim, config.experts, config.top_k, config.noisy_gate
+                )
+        if config.hsc_weight:
+            # The constraint gate G^C reads the top-category (eq. 10), with its own embedding.
+            self.constraint_features = GateFeatures(
+                spec, ("top_category",), dx, config.embedding_dim
+            )
+            self.constraint = nn.Linear(
+                self.constraint_features.out_dim, config.experts, bias=False
+            )
+
+    @property
+    def request_level_gate(self) -> bool:
+        """True when every item of a request gets the same experts (export can skip)."""
+        return self.gate is not None and not self.gate_features.item_level
+
+    def route(self, inputs: dict[str, torch.Tensor], item_vec: torch.Tensor) -> Gating | None:
+        if self.gate is None:
+            return None
+        gate_in = self.gate_features(inputs, item_vec)
+        if isinstance(self.gate, CategoryBucketGate):
+            category = inputs["request_cat"][:, self.category_field]
+            if self.gate_features.item_level:
+                category = category.expand(item_vec.shape[0])
+            return self.gate(gate_in, category)
+        return self.gate(gate_in)
+
+    def forward(self, inputs: dict[str, torch.Tensor], skip_experts: bool = False) -> RankerOutput:
+        """skip_experts: with one request (R = 1) and a request-level gate, run only the
+        K chosen experts instead of all N (the serving path; same result)."""
+        request_vec, item_vec = self.inputs(inputs)
+        gating = self.route(inputs, item_vec)
+        if gating is None:
+            logits = self.experts(request_vec, item_vec)[:, 0]
+            return RankerOutput(logits)
+        if skip_experts:
+            if not self.request_level_gate or gating.weights.shape[0] != 1:
+                raise ValueError("expert skipping needs one request and a request-level gate")
+            index = gating.top_index[0]
+            chosen = self.experts(request_vec, item_vec, index)  # [B, K, T]
+            logits = (chosen * gating.weights[0, index][None, :, None]).sum(1)
+            return RankerOutput(logits, gating)
+        expert_logits = self.experts(request_vec, item_vec)  # [B, N, T]
+        logits = (expert_logits * gating.weights[:, :, None]).sum(1)  # eq. 4/8: logits mix
+        return RankerOutput(
+            logits, gating, self._penalties(inputs, item_vec, gating, expert_logits)
+        )
+
+    def _penalties(self, inputs, item_vec, gating, expert_logits) -> dict[str, torch.Tensor]:
+        config, penalties = self.config, {}
+        if not self.training:
+            return penalties
+        if config.balance_weight:
+            penalties["balance"] = config.balance_weight * gating.balance
+        top_index = gating.clean_logits.topk(config.top_k, dim=1).indices
+        if config.hsc_weight:
+            constraint_logits = self.constraint(self.constraint_features(inputs, item_vec))
+            hsc = hierarchical_soft_constraint(gating.clean_logits, constraint_logits, top_index)
+            penalties["hsc"] = config.hsc_weight * hsc
+        if config.adversarial_weight and config.disagreeing and config.top_k < config.experts:
+            per_item = gating.top_index.expand(expert_logits.shape[0], -1)
+            disagreeing = sample_disagreeing(per_item, config.experts, config.disagreeing)
+            adv = sum(
+                adversarial_loss(expert_logits[:, :, t], per_item, disagreeing)
+                for t in range(expert_logits.shape[2])
+            )
+            penalties["adversarial"] = -config.adversarial_weight * adv
+        return penalties

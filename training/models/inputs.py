@@ -1,0 +1,73 @@
+"""Input block (adv-hsc-moe §4 eq. 2; mlpr §3.1): embeddings, z-scored numerics, text interactions.
+
+Inputs are split by level. Request-level tensors have a leading dimension R that is either
+B (training: every row carries its own query) or 1 (serving: one query, B items); item-level
+tensors have leading dimension B. The block returns one request vector and one item vector,
+so the first layer after it can do the query's share of the work once per request.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.features import FeatureSpec
+
+
+class CategoricalEmbeddings(nn.Module):
+    """One embedding table per field. [R, n_fields] int64 -> [R, n_fields * dim]."""
+
+    def __init__(self, cardinalities: list[int], dim: int):
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(c, dim) for c in cardinalities)
+        self.out_dim = dim * len(cardinalities)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        if not self.tables:
+            return index.new_zeros((index.shape[0], 0), dtype=torch.float32)
+        return torch.cat([t(index[:, j]) for j, t in enumerate(self.tables)], dim=1)
+
+
+class InputBlock(nn.Module):
+    """Builds (request_vec [R, request_dim], item_vec [B, item_dim]) from raw inputs.
+
+    inputs: request_cat [R, r] int64, item_cat [B, c] int64, numeric [B, f] float32 (raw,
+    z-scored here with the training statistics), and when the spec has text: query_emb
+    [R, text_dim] and item_emb [B, text_dim] (L2-normalised encoder outputs). Text is
+    projected to `text_proj` dims (0 keeps the encoder's dimension); the item vector holds
+    the projected item embedding, its element-wise product with the query's and their cosine.
+    """
+
+    def __init__(self, spec: FeatureSpec, embedding_dim: int = 16, text_proj: int = 32):
+        super().__init__()
+        self.request_embeddings = CategoricalEmbeddings(
+            [f.cardinality for f in spec.request_categorical], embedding_dim
+        )
+        self.item_embeddings = CategoricalEmbeddings(
+            [f.cardinality for f in spec.item_categorical], embedding_dim
+        )
+        self.register_buffer("numeric_mean", torch.tensor([f.mean for f in spec.numeric]))
+        self.register_buffer("numeric_std", torch.tensor([f.std for f in spec.numeric]))
+        self.has_text = spec.text_dim > 0
+        text_dim = (text_proj or spec.text_dim) if self.has_text else 0
+        if self.has_text and text_proj:
+            self.query_proj = nn.Linear(spec.text_dim, text_proj)
+            self.item_proj = nn.Linear(spec.text_dim, text_proj)
+        else:
+            self.query_proj = self.item_proj = nn.Identity()
+        self.request_dim = self.request_embeddings.out_dim + text_dim
+        self.item_dim = (
+            self.item_embeddings.out_dim + len(spec.numeric) + (2 * text_dim + 1 if text_dim else 0)
+        )
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        request = [self.request_embeddings(inputs["request_cat"])]
+        numeric = (inputs["numeric"] - self.numeric_mean) / self.numeric_std
+        item = [self.item_embeddings(inputs["item_cat"]), numeric]
+        if self.has_text:
+            query_emb, item_emb = inputs["query_emb"], inputs["item_emb"]
+            query, product = self.query_proj(query_emb), self.item_proj(item_emb)
+            cosine = (query_emb * item_emb).sum(dim=1, keepdim=True)  # inputs are unit vectors
+            request.append(query)
+            item += [product, query * product, cosine]
+        return torch.cat(request, dim=1), torch.cat(item, dim=1)

@@ -1,0 +1,134 @@
+"""Train one model on a data set: `python -m training.train --data DIR --model NAME [--set k=v]`.
+
+`prepare` turns a generated (or read) data directory into tensors once; `fit` trains any
+recipe on it, so experiments that compare models share one preparation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from training.checkpoint import save_checkpoint
+from training.dataset import TensorData, category_counts, split_sessions, to_tensors
+from training.features import FeatureSpec, build_spec
+from training.metrics import ndcg_at_k, session_auc
+from training.models.category_moe import CategoryMoE, recipe
+from training.trainer import TrainConfig, predict, seed_everything, train
+
+
+@dataclass
+class Prepared:
+    spec: FeatureSpec
+    train: TensorData
+    valid: TensorData
+    test: TensorData
+    test_frame: pd.DataFrame
+
+
+def prepare(
+    data_dir: Path, tasks=("click",), text: bool = False, split_seed: int = 0, progress=True
+) -> Prepared:
+    """Read <data_dir>/impressions.parquet, split by session, build the feature spec on train."""
+    data_dir = Path(data_dir)
+    frame = pd.read_parquet(data_dir / "impressions.parquet")
+    train_frame, valid_frame, test_frame = split_sessions(frame, seed=split_seed)
+    tables, text_dim, encoder_id = None, 0, ""
+    if text:
+        from training.text_encoder import ENCODER_ID
+        from training.text_tables import build_text_tables
+
+        catalog = pd.read_parquet(data_dir / "catalog.parquet")
+        tables = build_text_tables(frame, catalog, data_dir / "embeddings", progress)
+        text_dim, encoder_id = tables.query_table.shape[1], ENCODER_ID
+    spec = build_spec(train_frame, text_dim=text_dim, encoder_id=encoder_id)
+    return Prepared(
+        spec,
+        *(to_tensors(spec, f, tasks, tables) for f in (train_frame, valid_frame, test_frame)),
+        test_frame=test_frame,
+    )
+
+
+def test_metrics(model, data: TensorData) -> dict[str, float]:
+    """The papers' figures on the first task: session AUC, NDCG@10 and NDCG (whole list)."""
+    probs = predict(model, data)[:, 0]
+    labels = data.labels.numpy()[:, 0]
+    return {
+        "session_auc": session_auc(labels, probs, data.sessions),
+        "ndcg_at_10": ndcg_at_k(labels, probs, data.sessions, k=10),
+        "ndcg": ndcg_at_k(labels, probs, data.sessions),
+    }
+
+
+def fit(
+    prepared: Prepared,
+    model_name: str,
+    overrides: dict | None = None,
+    config: TrainConfig | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[CategoryMoE, dict]:
+    """Train a recipe; returns the model (best validation epoch) and its test metrics.
+    With out_dir, writes train_log.jsonl, model.pt (a checkpoint) and metrics.json."""
+    config = config or TrainConfig()
+    seed_everything(config.seed)
+    model_config = recipe(model_name, **(overrides or {}))
+    counts = category_counts(prepared.spec, prepared.train)
+    model = CategoryMoE(prepared.spec, model_config, counts)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    result = train(model, prepared.train, prepared.valid, config, out_dir, progress)
+    metrics = {
+        "best_epoch": result.best_epoch,
+        "valid_session_auc": result.best_valid_auc,
+        "test": test_metrics(model, prepared.test),
+    }
+    if out_dir:
+        save_checkpoint(out_dir / "model.pt", model_name, model, prepared.spec, metrics, counts)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return model, metrics
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """["top_k=2", "hidden=(64, 32)"] -> {"top_k": 2, "hidden": (64, 32)}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes key=value, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
+    parser.add_argument(
+        "--data", type=Path, required=True, help="directory with impressions.parquet"
+    )
+    parser.add_argument("--model", default="adv_hsc_moe")
+    parser.add_argument("--set", action="append", default=[], help="model option key=value")
+    parser.add_argument("--text", action="store_true", help="use query/product text embeddings")
+    parser.add_argument("--out", type=Path, required=True)
+    for f in fields(TrainConfig):
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default
+        )
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    overrides = parse_overrides(args.set)
+    tasks = overrides.get("tasks", ("click",))
+    prepared = prepare(args.data, tasks=tuple(tasks), text=args.text)
+    _, metrics = fit(prepared, args.model, overrides, config, args.out)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()

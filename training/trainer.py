@@ -1,0 +1,126 @@
+"""One trainer for every model: AdamW, deterministic seeds, early stopping on validation
+session AUC, checkpoints, a JSON-lines training log."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from training.dataset import TensorData
+from training.metrics import session_auc
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float = 1e-4  # adv-hsc-moe §5.1.4
+    weight_decay: float = 1e-2
+    patience: int = 2  # epochs without a better validation session AUC before stopping
+    seed: int = 0
+    max_steps_per_epoch: int = 0  # 0: whole epoch
+    eval_batch_size: int = 8192
+
+
+@dataclass
+class TrainResult:
+    best_valid_auc: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: TensorData, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities [n, T] in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        out.append(torch.sigmoid(model(data.batch(rows)).logits))
+    return torch.cat(out).numpy()
+
+
+def evaluate(model, data: TensorData, batch_size: int = 8192) -> dict[str, float]:
+    """Session AUC per task on `data`; `session_auc` is the first task's (the stopping rule)."""
+    probs = predict(model, data, batch_size)
+    labels = data.labels.numpy()
+    per_task = [
+        session_auc(labels[:, t], probs[:, t], data.sessions) for t in range(probs.shape[1])
+    ]
+    return {"session_auc": float(per_task[0]), "session_auc_per_task": per_task}
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: TensorData,
+    valid_data: TensorData,
+    config: TrainConfig,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Pointwise cross-entropy on every task plus the model's penalties. Keeps the weights
+    of the best validation epoch; writes `train_log.jsonl` and `best.pt` into out_dir."""
+    seed_everything(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    best = TrainResult(best_valid_auc=-1.0, best_epoch=-1)
+    best_state = None
+    log = (out_dir / "train_log.jsonl").open("w") if out_dir else None
+    steps_per_epoch = -(-len(train_data) // config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    for epoch in range(config.epochs):
+        model.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(train_data), generator=generator)
+        totals: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)
+        for step in bar:
+            rows = order[step * config.batch_size : (step + 1) * config.batch_size]
+            output = model(train_data.batch(rows))
+            task_loss = F.binary_cross_entropy_with_logits(output.logits, train_data.labels[rows])
+            loss = task_loss + sum(output.penalties.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"task_loss": task_loss, **output.penalties}.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{float(task_loss):.4f}")
+        metrics = evaluate(model, valid_data, config.eval_batch_size)
+        record = {
+            "epoch": epoch,
+            "seconds": round(time.perf_counter() - started, 2),
+            **{k: v / steps_per_epoch for k, v in totals.items()},
+            "valid": metrics,
+        }
+        best.history.append(record)
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if metrics["session_auc"] > best.best_valid_auc:
+            best.best_valid_auc, best.best_epoch = metrics["session_auc"], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best.best_epoch >= config.patience:
+            break
+    if log:
+        log.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best
