@@ -1,0 +1,157 @@
+"""Bundles: model.onnx + manifest.json + the text encoder, written only after parity checks.
+
+The manifest holds everything the service needs to turn a request into the graph's inputs;
+the service never imports torch and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from export.serving_graph import OUTPUTS, REQUEST_INPUTS, ServingGraph, example_inputs, export_onnx
+from training.checkpoint import load_checkpoint
+from training.features import FeatureSpec
+
+SCHEMA_VERSION = 1
+PARITY_BATCHES = (1, 7, 100, 1000)
+TORCH_TOLERANCE = 1e-4  # onnxruntime vs PyTorch eval mode, absolute
+PATHS_TOLERANCE = 1e-5  # skipping graph vs dense graph, absolute
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not compute what the PyTorch model computes."""
+
+
+def run_onnx(session: ort.InferenceSession, names: list[str], tensors) -> list[np.ndarray]:
+    return session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})
+
+
+def check_parity(path: Path, graph: ServingGraph, spec: FeatureSpec) -> dict[int, float]:
+    """Max |onnx - torch| of the scores per batch size; raises ParityError over tolerance."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = {}
+    for items in PARITY_BATCHES:
+        example = example_inputs(graph.model, spec, items, seed=1000 + items)
+        with torch.no_grad():
+            reference = graph.model(dict(zip(graph.input_names, example))).logits.sigmoid()
+        scores = run_onnx(session, graph.input_names, example)[0]
+        worst[items] = float(np.abs(scores - reference.numpy()).max())
+        if worst[items] > TORCH_TOLERANCE:
+            raise ParityError(f"B={items}: onnx differs from torch by {worst[items]:.2e}")
+    return worst
+
+
+def check_paths_agree(skip: Path, dense: Path, graph: ServingGraph, spec) -> float:
+    """Max |skip - dense| over the parity batches; raises ParityError over tolerance."""
+    sessions = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (skip, dense)
+    ]
+    worst = 0.0
+    for items in PARITY_BATCHES:
+        example = example_inputs(graph.model, spec, items, seed=2000 + items)
+        a, b = (run_onnx(s, graph.input_names, example)[0] for s in sessions)
+        worst = max(worst, float(np.abs(a - b).max()))
+    if worst > PATHS_TOLERANCE:
+        raise ParityError(f"skipping and dense graphs differ by {worst:.2e}")
+    return worst
+
+
+def manifest(
+    ckpt: dict, graph: ServingGraph, spec: FeatureSpec, parity: dict, version: str
+) -> dict:
+    model, config = graph.model, ckpt["config"]
+    inputs = []
+    for name in graph.input_names:
+        level = "request" if name in REQUEST_INPUTS else "item"
+        dtype = "int64" if name.endswith("_cat") else "float32"
+        inputs.append({"name": name, "level": level, "dtype": dtype})
+    tasks = list(config["tasks"])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": ckpt["name"],
+        "version": version,
+        "family": ckpt["family"],
+        "tasks": tasks,
+        "score": {"formula": "task_probability", "task": tasks[0]},
+        "inputs": inputs,
+        "outputs": list(OUTPUTS),
+        "features": spec.to_dict(),
+        "oov_rule": "index 0: any categorical value outside the vocabulary",
+        "normalisation": "inside the graph: z-score with each numeric feature's mean and std",
+        "imputation": "a missing numeric feature takes its training mean",
+        "text_encoder": {"id": spec.encoder_id, "dim": spec.text_dim, "dir": "text_encoder"}
+        if spec.text_dim
+        else None,
+        "experts": {
+            "n": config["experts"],
+            "k": config["top_k"],
+            "gate_inputs": list(config["gate_inputs"]) if config["experts"] > 1 else [],
+            "gate_level": "request" if model.request_level_gate else "item",
+            "path": "skip" if graph.skip_experts else "dense",
+        },
+        "model_config": config,
+        "training": ckpt["metrics"],
+        "parity": parity,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+    }
+
+
+def write_bundle(
+    checkpoint: Path,
+    out_dir: Path,
+    encoder_dir: Path | None = None,
+    skip_experts: bool | None = None,
+    version: str | None = None,
+) -> dict:
+    """Export `checkpoint` to a bundle directory; returns the manifest.
+
+    skip_experts: None picks the skipping path whenever the gate is request-level. The
+    bundle is assembled in a temporary directory and moved into place only after every
+    parity check passed, so a failed export never leaves a half-written bundle.
+    """
+    model, ckpt = load_checkpoint(checkpoint)
+    spec = FeatureSpec.from_dict(ckpt["spec"])
+    if skip_experts is None:
+        skip_experts = model.request_level_gate
+    if spec.text_dim and encoder_dir is None:
+        raise ValueError("this model reads text embeddings: pass the text encoder directory")
+    version = version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(
+        dir=out_dir.parent if out_dir.parent.exists() else None
+    ) as tmp:
+        staging = Path(tmp) / "bundle"
+        staging.mkdir()
+        graph = ServingGraph(model, skip_experts)
+        example = example_inputs(model, spec, 7)
+        export_onnx(graph, example, staging / "model.onnx")
+        parity = {"onnx_vs_torch_max_abs": check_parity(staging / "model.onnx", graph, spec)}
+        if skip_experts:
+            dense = ServingGraph(model, skip_experts=False)
+            export_onnx(dense, example, Path(tmp) / "dense.onnx")
+            parity["skip_vs_dense_max_abs"] = check_paths_agree(
+                staging / "model.onnx", Path(tmp) / "dense.onnx", graph, spec
+            )
+        if spec.text_dim:
+            encoder = json.loads((Path(encoder_dir) / "encoder.json").read_text())
+            if encoder["encoder_id"] != spec.encoder_id:
+                raise ValueError(
+                    f"model trained with encoder {spec.encoder_id!r}, got {encoder['encoder_id']!r}"
+                )
+            shutil.copytree(encoder_dir, staging / "text_encoder")
+        meta = manifest(ckpt, graph, spec, parity, version)
+        (staging / "manifest.json").write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), out_dir)
+    return meta

@@ -1,0 +1,129 @@
+"""A loaded bundle: manifest, onnxruntime session, vocabularies and the text encoder.
+
+Validation happens here, at load time, so a bad bundle is rejected before it serves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.text_encoder import OnnxTextEncoder
+
+SUPPORTED_SCHEMA = 1
+
+
+class BundleError(ValueError):
+    """The bundle is missing, malformed or does not compute."""
+
+
+def providers(choice: str) -> list[str]:
+    available = ort.get_available_providers()
+    if choice in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if choice == "cuda":
+        raise BundleError("MOERANK_PROVIDER=cuda but onnxruntime has no CUDA provider here")
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    lookup: dict[str, int]  # value -> index; anything else -> OOV index 0
+
+
+class Bundle:
+    """What the service needs from a bundle directory; `score` runs the graph."""
+
+    def __init__(
+        self, path: Path, provider: str = "auto", threads: int = 1, encoder_variant="int8"
+    ):
+        self.path = Path(path)
+        self.manifest = self._read_manifest()
+        m = self.manifest
+        self.name, self.version, self.tasks = m["name"], m["version"], list(m["tasks"])
+        features = m["features"]
+        self.request_fields = [_field(f) for f in features["request_categorical"]]
+        self.item_fields = [_field(f) for f in features["item_categorical"]]
+        self.numeric_names = [f["name"] for f in features["numeric"]]
+        self.numeric_index = {n: i for i, n in enumerate(self.numeric_names)}
+        self.numeric_means = np.array([f["mean"] for f in features["numeric"]], np.float32)
+        self.text_dim = int(features["text_dim"])
+        self.encoder_id = features["encoder_id"]
+        self.input_names = [i["name"] for i in m["inputs"]]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path / "model.onnx"), options, providers=providers(provider)
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"model.onnx does not load: {exc}") from exc
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        if graph_inputs != self.input_names:
+            raise BundleError(
+                f"graph inputs {graph_inputs} differ from manifest {self.input_names}"
+            )
+        self.encoder = None
+        if self.text_dim:
+            encoder_dir = self.path / m["text_encoder"]["dir"]
+            self.encoder = OnnxTextEncoder(encoder_dir, variant=encoder_variant, threads=threads)
+        self.score(*self.example(3))  # it must compute before it may serve
+
+    def _read_manifest(self) -> dict:
+        try:
+            manifest = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"no readable manifest.json in {self.path}: {exc}") from exc
+        if manifest.get("schema_version") != SUPPORTED_SCHEMA:
+            raise BundleError(
+                f"manifest schema_version {manifest.get('schema_version')} unsupported"
+            )
+        for key in ("name", "version", "tasks", "features", "inputs", "experts"):
+            if key not in manifest:
+                raise BundleError(f"manifest lacks {key!r}")
+        return manifest
+
+    def example(self, items: int) -> tuple[np.ndarray, ...]:
+        """Valid all-OOV inputs for `items` items (warm-up and load checks)."""
+        tensors = [
+            np.zeros((1, len(self.request_fields)), np.int64),
+            np.zeros((items, len(self.item_fields)), np.int64),
+            np.tile(self.numeric_means, (items, 1)),
+        ]
+        if self.text_dim:
+            tensors += [np.zeros((1, self.text_dim), np.float32)]
+            tensors += [np.zeros((items, self.text_dim), np.float32)]
+        return tuple(tensors)
+
+    def score(self, *tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """scores [B, T], expert_index [K], expert_weight [K]."""
+        scores, index, weight = self.session.run(None, dict(zip(self.input_names, tensors)))
+        return scores, index, weight
+
+    def describe(self) -> dict:
+        m = self.manifest
+        return {
+            "name": self.name,
+            "version": self.version,
+            "family": m["family"],
+            "tasks": self.tasks,
+            "score": m["score"],
+            "experts": m["experts"],
+            "text_encoder": m.get("text_encoder"),
+            "query_fields": [f.name for f in self.request_fields],
+            "numeric_features": [
+                {"name": f["name"], "impute": f["mean"]} for f in m["features"]["numeric"]
+            ],
+            "categorical_features": [f.name for f in self.item_fields],
+        }
+
+
+def _field(d: dict) -> Field:
+    return Field(d["name"], {v: i + 1 for i, v in enumerate(d["vocab"])})
