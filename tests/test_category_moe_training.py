@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from training.models.category_moe import RECIPES
+from training.models.category_moe import RECIPES  # the Table 2 models
 from training.train import fit
 from training.trainer import TrainConfig
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 from conftest import make_inputs
 
-from training.models.category_moe import CategoryMoE, recipe
+from training.models.category_moe import CategoryMoE
 from training.models.gates import NoisyTopKGate, category_buckets
+from training.models.registry import config_for
 
 
 @pytest.mark.parametrize("experts,k", [(10, 4), (16, 2), (4, 4), (5, 1)])
@@ -43,7 +44,7 @@ def test_category_buckets_have_roughly_equal_counts():
 @pytest.mark.parametrize("name", ["moe", "adv_hsc_moe", "mmoe_4"])
 def test_skipping_experts_gives_the_dense_result(name, text_spec):
     counts = torch.arange(text_spec.request_categorical[0].cardinality) + 1
-    model = CategoryMoE(text_spec, recipe(name, hidden=(16, 8)), counts)
+    model = CategoryMoE(text_spec, config_for(name, hidden=(16, 8)), counts)
     for p in model.parameters():  # trained-looking, non-uniform gates
         torch.nn.init.normal_(p, std=0.3)
     model.eval()
@@ -61,7 +62,9 @@ def test_skipping_experts_gives_the_dense_result(name, text_spec):
 
 
 def test_item_level_gate_cannot_skip(spec):
-    model = CategoryMoE(spec, recipe("moe", hidden=(8,), gate_inputs=("query_category", "item")))
+    model = CategoryMoE(
+        spec, config_for("moe", hidden=(8,), gate_inputs=("query_category", "item"))
+    )
     model.eval()
     assert not model.request_level_gate
     with pytest.raises(ValueError, match="request-level gate"):
@@ -70,10 +73,10 @@ def test_item_level_gate_cannot_skip(spec):
 
 def test_unknown_options_are_errors():
     with pytest.raises(ValueError, match="unknown option"):
-        recipe("moe", num_cross_layers=3)
+        config_for("moe", num_cross_layers=3)
     with pytest.raises(ValueError, match="unknown model"):
-        recipe("moee")
+        config_for("moee")
     with pytest.raises(ValueError, match="gate inputs"):
         from conftest import make_spec
 
-        CategoryMoE(make_spec(), recipe("moe", gate_inputs=("user",)))
+        CategoryMoE(make_spec(), config_for("moe", gate_inputs=("user",)))

@@ -6,12 +6,13 @@ import pytest
 import torch
 from conftest import make_inputs
 
-from training.models.category_moe import CategoryMoE, recipe
+from training.models.category_moe import CategoryMoE
 from training.models.losses import (
     adversarial_loss,
     hierarchical_soft_constraint,
     sample_disagreeing,
 )
+from training.models.registry import config_for
 
 
 def test_hsc_sums_over_top_k_indices_only():
@@ -51,7 +52,7 @@ def test_disagreeing_experts_avoid_the_top_k():
 
 
 def test_hsc_gradient_reaches_gates_only(spec):
-    model = CategoryMoE(spec, recipe("hsc_moe", hidden=(8, 4), balance_weight=0.0))
+    model = CategoryMoE(spec, config_for("hsc_moe", hidden=(8, 4), balance_weight=0.0))
     model.train()
     inputs = make_inputs(spec, 16, 16)
     with torch.no_grad():  # non-zero gate weights, so HSC has a gradient at all

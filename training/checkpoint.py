@@ -3,30 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from training.features import FeatureSpec
-from training.models.category_moe import CategoryMoE, CategoryMoEConfig
-
-FAMILIES = {"category_moe": (CategoryMoE, CategoryMoEConfig)}
-
-
-def _config_from_dict(cls, values: dict):
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"checkpoint config has unknown option(s) {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def family_of(model: torch.nn.Module) -> str:
-    for name, (model_cls, _) in FAMILIES.items():
-        if isinstance(model, model_cls):
-            return name
-    raise ValueError(f"no family for {type(model).__name__}")
+from training.models import registry
 
 
 def save_checkpoint(
@@ -40,7 +23,7 @@ def save_checkpoint(
     torch.save(
         {
             "name": name,
-            "family": family_of(model),
+            "family": registry.family_of_model(model),
             "config": asdict(model.config),
             "spec": spec.to_dict(),
             "state_dict": model.state_dict(),
@@ -54,9 +37,9 @@ def save_checkpoint(
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     """The model in eval mode and the checkpoint's metadata (name, family, config, spec, metrics)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model_cls, config_cls = FAMILIES[ckpt["family"]]
+    config = registry.config_from_dict(ckpt["family"], ckpt["config"])
     spec = FeatureSpec.from_dict(ckpt["spec"])
-    model = model_cls(spec, _config_from_dict(config_cls, ckpt["config"]), ckpt["category_counts"])
+    model = registry.build(ckpt["family"], config, spec, ckpt["category_counts"])
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt

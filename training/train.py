@@ -13,12 +13,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from training.checkpoint import save_checkpoint
 from training.dataset import TensorData, category_counts, split_sessions, to_tensors
 from training.features import FeatureSpec, build_spec
 from training.metrics import ndcg_at_k, session_auc
-from training.models.category_moe import CategoryMoE, recipe
+from training.models import registry
 from training.trainer import TrainConfig, predict, seed_everything, train
 
 
@@ -72,14 +73,14 @@ def fit(
     config: TrainConfig | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
-) -> tuple[CategoryMoE, dict]:
+) -> tuple[torch.nn.Module, dict]:
     """Train a recipe; returns the model (best validation epoch) and its test metrics.
     With out_dir, writes train_log.jsonl, model.pt (a checkpoint) and metrics.json."""
     config = config or TrainConfig()
     seed_everything(config.seed)
-    model_config = recipe(model_name, **(overrides or {}))
+    model_config = registry.config_for(model_name, **(overrides or {}))
     counts = category_counts(prepared.spec, prepared.train)
-    model = CategoryMoE(prepared.spec, model_config, counts)
+    model = registry.build(registry.family_of_name(model_name), model_config, prepared.spec, counts)
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     result = train(model, prepared.train, prepared.valid, config, out_dir, progress)

@@ -6,7 +6,7 @@ model of Table 2 is a recipe: the same config with a part switched on or off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -54,17 +54,6 @@ RECIPES: dict[str, CategoryMoEConfig] = {
     "mmoe_4": CategoryMoEConfig(experts=4, top_k=4, category_buckets=10, balance_weight=0.0),
     "mmoe_10": CategoryMoEConfig(experts=10, top_k=10, category_buckets=10, balance_weight=0.0),
 }
-
-
-def recipe(name: str, **overrides) -> CategoryMoEConfig:
-    """A Table 2 model's config with overrides; unknown names or options are errors."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(RECIPES)}")
-    known = {f.name for f in fields(CategoryMoEConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for {name}; known: {sorted(known)}")
-    return replace(RECIPES[name], **overrides)
 
 
 @dataclass

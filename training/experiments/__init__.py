@@ -1,0 +1,1 @@
+"""Paper experiments as commands writing results/<name>.json (and PNGs): `make reproduce`."""

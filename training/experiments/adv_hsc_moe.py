@@ -1,0 +1,276 @@
+"""adv-hsc-moe experiments: Table 2, Figure 5, Figure 6, Table 5, Figure 7 and Table 6.
+
+python -m training.experiments.adv_hsc_moe --size small|full [--only table2 ...]
+Each writes results/adv_hsc_moe_<name>.json (and a PNG where the paper shows a figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from training.data import schema  # noqa: E402
+from training.dataset import category_counts  # noqa: E402
+from training.experiments.common import (  # noqa: E402
+    RESULTS,
+    SIZES,
+    data_dir,
+    mean_std,
+    prepare_size,
+    run_seeds,
+)
+from training.metrics import breakdown, size_buckets  # noqa: E402
+from training.results import write_results  # noqa: E402
+from training.trainer import predict  # noqa: E402
+
+TABLE2_MODELS = ("dnn", "moe", "mmoe_4", "mmoe_10", "adv_moe", "hsc_moe", "adv_hsc_moe")
+PAPER_TABLE2 = {  # adv-hsc-moe Table 2: AUC, NDCG@10, NDCG on the JD search log
+    "dnn": (0.8131, 0.5596, 0.5960),
+    "moe": (0.8176, 0.5656, 0.6013),
+    "mmoe_4": (0.8203, 0.5635, 0.5954),
+    "mmoe_10": (0.8211, 0.5644, 0.5964),
+    "adv_moe": (0.8178, 0.5658, 0.6015),
+    "hsc_moe": (0.8194, 0.5685, 0.6037),
+    "adv_hsc_moe": (0.8227, 0.5710, 0.6059),
+}
+GATE_INPUTS = {  # Table 5 rows
+    "SC": ("query_category",),
+    "(TC, SC)": ("top_category", "query_category"),
+    "(query, TC, SC)": ("query_text", "top_category", "query_category"),
+    "all features": ("query_category", "top_category", "scenario", "platform", "item"),
+}
+NKD = (
+    (10, 2, 1),
+    (10, 4, 1),
+    (16, 2, 1),
+    (16, 2, 2),
+    (16, 4, 1),
+    (32, 2, 2),
+    (32, 4, 1),
+    (32, 4, 2),
+)
+LAMBDAS = (1e-1, 1e-2, 1e-3)
+
+
+def table2(prepared, size: str) -> dict[str, list]:
+    """Every model of Table 2 over the size's seeds; returns {model: [(model, metrics)]}."""
+    runs, rows = {}, []
+    for name in TABLE2_MODELS:
+        runs[name] = run_seeds(prepared, size, name, SIZES[size].seeds)
+        for seed, (_, metrics) in zip(SIZES[size].seeds, runs[name]):
+            rows.append({"model": name, "seed": seed, **metrics["test"]})
+    summary = {}
+    print(f"\nTable 2 ({size}): mean ± std over seeds {SIZES[size].seeds}; paper in brackets")
+    print(f"{'model':<12} {'session AUC':<22} {'NDCG@10':<22} {'NDCG':<22}")
+    for name in TABLE2_MODELS:
+        mine = [r for r in rows if r["model"] == name]
+        cells = [mean_std([r[m] for r in mine]) for m in ("session_auc", "ndcg_at_10", "ndcg")]
+        summary[name] = dict(zip(("session_auc", "ndcg_at_10", "ndcg"), cells))
+        paper = PAPER_TABLE2[name]
+        print(f"{name:<12} " + " ".join(f"{c} [{p:.4f}]" for c, p in zip(cells, paper)))
+    write_results("adv_hsc_moe_table2", rows, {"size": size, "summary": summary})
+    return runs
+
+
+def figure5(prepared, runs: dict[str, list], size: str, buckets: int = 5) -> None:
+    """AUC gain over DNN by bucket of category training size (smallest bucket first)."""
+    spec, test = prepared.spec, prepared.test
+    column = spec.request_field(schema.QUERY_CATEGORY)
+    counts = category_counts(spec, prepared.train).numpy()
+    bucket_of = size_buckets(counts, buckets)
+    keys = bucket_of[test.request_cat[:, column].numpy()]
+    labels = test.labels.numpy()[:, 0]
+    auc = {}
+    for name, model_runs in runs.items():
+        per_seed = [
+            breakdown(labels, predict(m, test)[:, 0], test.sessions, keys) for m, _ in model_runs
+        ]
+        auc[name] = [np.mean([s[b][0] for s in per_seed if b in s]) for b in range(buckets)]
+    size_of = [int(counts[bucket_of == b].sum()) for b in range(buckets)]
+    rows = [
+        {"model": name, "bucket": b, "train_rows": size_of[b], "auc": auc[name][b],
+         "auc_gain_over_dnn": auc[name][b] - auc["dnn"][b]}
+        for name in runs if name != "dnn" for b in range(buckets)
+    ]  # fmt: skip
+    write_results("adv_hsc_moe_figure5", rows, {"size": size})
+    fig, left = plt.subplots(figsize=(8, 4.5))
+    left.bar(range(buckets), size_of, color="#9ecae1")
+    left.set_xlabel("category bucket by training size (small -> large)")
+    left.set_ylabel("training rows")
+    right = left.twinx()
+    for name in runs:
+        if name != "dnn":
+            right.plot(range(buckets), np.array(auc[name]) - auc["dnn"], marker="o", label=name)
+    right.axhline(0, color="grey", lw=0.5)
+    right.set_ylabel("session AUC gain over DNN")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "adv_hsc_moe_figure5.png", dpi=110)
+    plt.close(fig)
+    print("Figure 5 (gain over DNN by size bucket):")
+    for name in runs:
+        if name != "dnn":
+            print(
+                f"  {name:<12} " + " ".join(f"{g:+.4f}" for g in np.array(auc[name]) - auc["dnn"])
+            )
+
+
+def gate_vectors(model, cardinality: int, request_fields: int, column: int) -> np.ndarray:
+    """softmax(G^I) for every sub-category (the gate reads only the sub-category)."""
+    request_cat = torch.zeros(cardinality, request_fields, dtype=torch.long)
+    request_cat[:, column] = torch.arange(cardinality)
+    with torch.no_grad():
+        gate_in = model.gate_features({"request_cat": request_cat}, None)
+        return torch.softmax(model.gate(gate_in).clean_logits, dim=1).numpy()
+
+
+def figure6(prepared, runs: dict[str, list], size: str, data_dir: Path) -> None:
+    """t-SNE of sub-category gate vectors coloured by top-category, and the silhouette score
+    of the top-category grouping in gate space (higher: siblings share experts more)."""
+    import pandas as pd
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    spec = prepared.spec
+    column = spec.request_field(schema.QUERY_CATEGORY)
+    field = spec.request_categorical[column]
+    frame = pd.read_parquet(
+        data_dir / "impressions.parquet", columns=[schema.QUERY_CATEGORY, schema.TOP_CATEGORY]
+    )
+    parent = frame.drop_duplicates(schema.QUERY_CATEGORY).set_index(schema.QUERY_CATEGORY)[
+        schema.TOP_CATEGORY
+    ]
+    tops = np.array([parent[c] for c in field.vocab])
+    names = ("moe", "adv_moe", "adv_hsc_moe")
+    fig, axes = plt.subplots(1, len(names), figsize=(15, 5))
+    rows = []
+    for ax, name in zip(axes, names):
+        model = runs[name][0][0]
+        vectors = gate_vectors(model, field.cardinality, len(spec.request_categorical), column)[1:]
+        score = float(silhouette_score(vectors, tops)) if len(set(tops)) > 1 else float("nan")
+        rows.append({"model": name, "silhouette_by_top_category": score, "categories": len(tops)})
+        points = TSNE(perplexity=min(30, len(tops) - 1), random_state=0, init="pca").fit_transform(
+            vectors
+        )
+        for top in sorted(set(tops)):
+            mask = tops == top
+            ax.scatter(points[mask, 0], points[mask, 1], s=10, label=top)
+        ax.set_title(f"{name} (silhouette {score:.3f})")
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(RESULTS / "adv_hsc_moe_figure6.png", dpi=100)
+    plt.close(fig)
+    write_results("adv_hsc_moe_figure6", rows, {"size": size})
+    print(
+        "Figure 6 (silhouette of gate vectors by top-category):",
+        {r["model"]: round(r["silhouette_by_top_category"], 4) for r in rows},
+    )
+
+
+def table5(size: str, artifacts: Path) -> None:
+    """Gate inputs (N=10, K=4, D=1, λ1=λ2=1e-2 as in the paper's Table 5)."""
+    prepared = prepare_size(size, artifacts, text=True)
+    rows = []
+    for label, inputs in GATE_INPUTS.items():
+        options = {
+            "gate_inputs": inputs,
+            "hsc_weight": 1e-2,
+            "adversarial_weight": 1e-2,
+            "text_proj": 32,
+        }
+        for seed, (_, metrics) in zip(
+            SIZES[size].sweep_seeds,
+            run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+        ):
+            rows.append({"gate_input": label, "seed": seed, **metrics["test"]})
+    write_results("adv_hsc_moe_table5", rows, {"size": size, "text": True})
+    print("Table 5 (gate inputs):")
+    for label in GATE_INPUTS:
+        print(
+            f"  {label:<16} {mean_std([r['session_auc'] for r in rows if r['gate_input'] == label])}"
+        )
+
+
+def figure7(prepared, size: str) -> None:
+    """(N, K, D) settings of Adv & HSC-MoE."""
+    rows = []
+    for n, k, d in NKD:
+        options = {"experts": n, "top_k": k, "disagreeing": d}
+        for seed, (_, metrics) in zip(
+            SIZES[size].sweep_seeds,
+            run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+        ):
+            rows.append(
+                {"experts": n, "top_k": k, "disagreeing": d, "seed": seed, **metrics["test"]}
+            )
+    write_results("adv_hsc_moe_figure7", rows, {"size": size})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"({r['experts']},{r['top_k']},{r['disagreeing']})" for r in rows]
+    ax.bar(range(len(rows)), [r["session_auc"] for r in rows], color="#756bb1")
+    ax.set_xticks(range(len(rows)), labels, rotation=30)
+    ax.set_ylim(
+        min(r["session_auc"] for r in rows) - 0.01, max(r["session_auc"] for r in rows) + 0.005
+    )
+    ax.set_ylabel("session AUC")
+    ax.set_xlabel("(N, K, D)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "adv_hsc_moe_figure7.png", dpi=110)
+    plt.close(fig)
+    print("Figure 7 (N, K, D):", {lab: round(r["session_auc"], 4) for lab, r in zip(labels, rows)})
+
+
+def table6(prepared, size: str) -> None:
+    """λ1 (HSC) × λ2 (AdvLoss) grid, N=10, K=4, D=1."""
+    rows = []
+    for l1 in LAMBDAS:
+        for l2 in LAMBDAS:
+            options = {"hsc_weight": l1, "adversarial_weight": l2}
+            for seed, (_, metrics) in zip(
+                SIZES[size].sweep_seeds,
+                run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+            ):
+                rows.append({"lambda1": l1, "lambda2": l2, "seed": seed, **metrics["test"]})
+    write_results("adv_hsc_moe_table6", rows, {"size": size})
+    print(
+        "Table 6 (λ1, λ2):",
+        {(r["lambda1"], r["lambda2"]): round(r["session_auc"], 4) for r in rows},
+    )
+
+
+EXPERIMENTS = ("table2", "figure5", "figure6", "table5", "figure7", "table6")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.experiments.adv_hsc_moe", description=__doc__
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args(argv)
+    only = set(args.only)
+    needs_table2 = only & {"table2", "figure5", "figure6"}
+    prepared = prepare_size(args.size, args.artifacts) if only - {"table5"} else None
+    if needs_table2:
+        runs = table2(prepared, args.size)
+        if "figure5" in only:
+            figure5(prepared, runs, args.size)
+        if "figure6" in only:
+            figure6(prepared, runs, args.size, data_dir(args.size, args.artifacts))
+    if "table5" in only:
+        table5(args.size, args.artifacts)
+    if "figure7" in only:
+        figure7(prepared, args.size)
+    if "table6" in only:
+        table6(prepared, args.size)
+
+
+if __name__ == "__main__":
+    main()

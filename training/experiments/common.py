@@ -1,0 +1,74 @@
+"""What every experiment shares: sizes (small for CI, full for the committed results), data,
+and one loop that trains a list of recipes over seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.data.generator import GeneratorConfig, generate
+from training.results import REPO_ROOT
+from training.train import Prepared, fit, prepare
+from training.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Size:
+    data: GeneratorConfig
+    seeds: tuple[int, ...]
+    hidden: tuple[int, ...]
+    train: TrainConfig
+    sweep_seeds: tuple[int, ...]  # seeds for the hyper-parameter sweeps
+
+
+SIZES = {
+    "small": Size(
+        data=GeneratorConfig(
+            impressions=60_000, max_sub_categories=100, items_per_sub_category=100
+        ),
+        seeds=(0,),
+        hidden=(64, 32),
+        train=TrainConfig(epochs=2, lr=3e-3, batch_size=512, patience=1),
+        sweep_seeds=(0,),
+    ),
+    "full": Size(
+        data=GeneratorConfig(impressions=1_000_000),
+        seeds=(0, 1, 2),
+        hidden=(512, 256),
+        train=TrainConfig(epochs=6, lr=1e-3, batch_size=1024, patience=1),
+        sweep_seeds=(0,),
+    ),
+}
+
+RESULTS = REPO_ROOT / "results"
+
+
+def data_dir(size: str, artifacts: Path) -> Path:
+    """The generated search log of this size (generated on first use)."""
+    out = artifacts / "data" / f"searchlog-{size}"
+    if not (out / "ground_truth.json").exists():
+        generate(SIZES[size].data, out)
+    return out
+
+
+def prepare_size(size: str, artifacts: Path, text: bool = False) -> Prepared:
+    return prepare(data_dir(size, artifacts), text=text)
+
+
+def run_seeds(
+    prepared: Prepared, size: str, model: str, seeds, overrides: dict | None = None
+) -> list[tuple[object, dict]]:
+    """Train `model` once per seed; returns [(trained model, metrics)]."""
+    options = {"hidden": SIZES[size].hidden, **(overrides or {})}
+    runs = []
+    for seed in seeds:
+        config = TrainConfig(**{**SIZES[size].train.__dict__, "seed": seed})
+        runs.append(fit(prepared, model, options, config, progress=False))
+    return runs
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.4f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.4f}"
