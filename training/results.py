@@ -27,13 +27,17 @@ def _git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def results_dir() -> Path:
+    """Where figures go: $MOERANK_RESULTS_DIR, else the repository's results/."""
+    return Path(os.environ.get("MOERANK_RESULTS_DIR", REPO_ROOT / "results"))
+
+
 def write_results(
     name: str, rows: list[dict], extra: dict | None = None, directory: Path | None = None
 ) -> Path:
     """Write {rows, commit, command, cpu_count, date, **extra} to <directory>/<name>.json.
 
-    rows: one dict per measured configuration. ``directory`` defaults to the repository's
-    ``results/``. Returns the path written.
+    rows: one dict per measured configuration. ``directory`` defaults to `results_dir()`. Returns the path written.
     """
     record = {
         "rows": rows,
@@ -43,7 +47,7 @@ def write_results(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    path = (directory or REPO_ROOT / "results") / f"{name}.json"
+    path = (directory or results_dir()) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path

@@ -19,7 +19,6 @@ import torch  # noqa: E402
 from training.data import schema  # noqa: E402
 from training.dataset import category_counts  # noqa: E402
 from training.experiments.common import (  # noqa: E402
-    RESULTS,
     SIZES,
     data_dir,
     mean_std,
@@ -27,7 +26,7 @@ from training.experiments.common import (  # noqa: E402
     run_seeds,
 )
 from training.metrics import breakdown, size_buckets  # noqa: E402
-from training.results import write_results  # noqa: E402
+from training.results import results_dir, write_results  # noqa: E402
 from training.trainer import predict  # noqa: E402
 
 TABLE2_MODELS = ("dnn", "moe", "mmoe_4", "mmoe_10", "adv_moe", "hsc_moe", "adv_hsc_moe")
@@ -112,7 +111,7 @@ def figure5(prepared, runs: dict[str, list], size: str, buckets: int = 5) -> Non
     right.set_ylabel("session AUC gain over DNN")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "adv_hsc_moe_figure5.png", dpi=110)
+    fig.savefig(results_dir() / "adv_hsc_moe_figure5.png", dpi=110)
     plt.close(fig)
     print("Figure 5 (gain over DNN by size bucket):")
     for name in runs:
@@ -134,20 +133,16 @@ def gate_vectors(model, cardinality: int, request_fields: int, column: int) -> n
 def figure6(prepared, runs: dict[str, list], size: str, data_dir: Path) -> None:
     """t-SNE of sub-category gate vectors coloured by top-category, and the silhouette score
     of the top-category grouping in gate space (higher: siblings share experts more)."""
-    import pandas as pd
+    import json
+
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
     spec = prepared.spec
     column = spec.request_field(schema.QUERY_CATEGORY)
     field = spec.request_categorical[column]
-    frame = pd.read_parquet(
-        data_dir / "impressions.parquet", columns=[schema.QUERY_CATEGORY, schema.TOP_CATEGORY]
-    )
-    parent = frame.drop_duplicates(schema.QUERY_CATEGORY).set_index(schema.QUERY_CATEGORY)[
-        schema.TOP_CATEGORY
-    ]
-    tops = np.array([parent[c] for c in field.vocab])
+    truth = json.loads((data_dir / "ground_truth.json").read_text())["sub_categories"]
+    tops = np.array([truth[c]["top_name"] for c in field.vocab])
     names = ("moe", "adv_moe", "adv_hsc_moe")
     fig, axes = plt.subplots(1, len(names), figsize=(15, 5))
     rows = []
@@ -164,8 +159,9 @@ def figure6(prepared, runs: dict[str, list], size: str, data_dir: Path) -> None:
             ax.scatter(points[mask, 0], points[mask, 1], s=10, label=top)
         ax.set_title(f"{name} (silhouette {score:.3f})")
         ax.set_xticks([]), ax.set_yticks([])
+    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), title="top-category")
     fig.tight_layout()
-    fig.savefig(RESULTS / "adv_hsc_moe_figure6.png", dpi=100)
+    fig.savefig(results_dir() / "adv_hsc_moe_figure6.png", dpi=100)
     plt.close(fig)
     write_results("adv_hsc_moe_figure6", rows, {"size": size})
     print(
@@ -221,7 +217,7 @@ def figure7(prepared, size: str) -> None:
     ax.set_ylabel("session AUC")
     ax.set_xlabel("(N, K, D)")
     fig.tight_layout()
-    fig.savefig(RESULTS / "adv_hsc_moe_figure7.png", dpi=110)
+    fig.savefig(results_dir() / "adv_hsc_moe_figure7.png", dpi=110)
     plt.close(fig)
     print("Figure 7 (N, K, D):", {lab: round(r["session_auc"], 4) for lab, r in zip(labels, rows)})
 
