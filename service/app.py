@@ -1,65 +1,61 @@
-"""HTTP routes (thin): the logic lives in ranking.py, features.py and bundle.py."""
+"""HTTP routes, thin: the work is done in runtime.py (start-up, reload) and ranking.py."""
 
 from __future__ import annotations
 
-import logging
-import time
+import secrets
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
 
 from service import metrics
-from service.bundle import Bundle
-from service.embedding_store import InProcessStore, RedisStore, item_key, to_bytes
-from service.features import InputError
-from service.ranking import RankingService
-from service.schemas import RankRequest, RankResponse
+from service.bundle import BundleError
+from service.embedding_store import StoreUnavailable
+from service.rejections import Rejected, from_validation_errors, parse_json
+from service.request_metrics import RequestMetrics
+from service.runtime import Runtime
+from service.schemas import (
+    ItemsStored,
+    ItemsUpsert,
+    RankRequest,
+    RankResponse,
+    ReloadRequest,
+    ReloadResult,
+)
 from service.settings import Settings
-from service.text_encoder import load_embedding_store
 
-log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
-
-
-def load_bundle(settings: Settings) -> Bundle:
-    return Bundle(
-        settings.bundle_path,
-        provider=settings.provider,
-        threads=settings.intra_op_threads,
-        encoder_variant=settings.encoder_variant,
-    )
+JSON = "application/json"
+BEARER = HTTPBearer(auto_error=False)
 
 
-def make_store(settings: Settings):
-    if settings.redis_url:
-        return RedisStore(settings.redis_url, settings.redis_timeout_ms / 1000)
-    return InProcessStore()
+def json_body(model) -> dict:
+    """openapi_extra for a route that parses its own body (see document_bodies)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
 
 
-async def preload(store, settings: Settings, bundle: Bundle, batch: int = 5000) -> int:
-    """Copy a precomputed file store into the serving store (vectors of this encoder only)."""
-    saved = load_embedding_store(settings.embedding_store_path)
-    if saved.encoder_id != bundle.encoder_id:
-        log.warning(
-            "%s holds %s vectors, the model needs %s: not loaded",
-            settings.embedding_store_path,
-            saved.encoder_id,
-            bundle.encoder_id,
-        )
-        return 0
-    for start in range(0, len(saved.item_ids), batch):
-        ids = saved.item_ids[start : start + batch]
-        vectors = saved.embeddings[start : start + batch]
-        await store.set_many(
-            {
-                item_key(settings.key_prefix, bundle.encoder_id, str(i)): to_bytes(v, v.dtype.name)
-                for i, v in zip(ids, vectors)
-            }
-        )
-    log.info("preloaded %d item embeddings into the %s store", len(saved.item_ids), store.name)
-    return len(saved.item_ids)
+def document_bodies(app: FastAPI, models: list) -> None:
+    """Put the request models of self-parsing routes into the OpenAPI components, so /docs
+    shows them: those routes read raw bytes (pydantic's JSON parser is several times faster
+    than json.loads + validation, and takes the max-items context)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schemas = build().setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,81 +63,127 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        bundle = load_bundle(settings)
-        store = make_store(settings)
-        service = RankingService(
-            bundle, store, settings.key_prefix, settings.lru_items, settings.lru_queries
-        )
-        if settings.embedding_store_path:
-            await preload(store, settings, bundle)
-        for _ in range(3):  # warm-up: first runs allocate onnxruntime's buffers
-            bundle.score(*bundle.example(100))
-        metrics.MODEL_INFO.labels(bundle.name, bundle.version).set(1)
-        app.state.service, app.state.ready = service, True
+        app.state.runtime = await Runtime.start(settings)
+        app.state.ready = True
+        announce_curl(settings)
         yield
         app.state.ready = False
-        await store.close()
+        await app.state.runtime.stop()
 
-    app = FastAPI(title="moerank", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="moerank",
+        version="0.1.0",
+        description="Ranks e-commerce search results with a Mixture-of-Experts model.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # also counts chunked bodies as they arrive
+    )
     app.state.ready = False
+    app.add_middleware(RequestMetrics)
+    document_bodies(app, [RankRequest, ItemsUpsert, ReloadRequest])
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        length = int(request.headers.get("content-length") or 0)
-        if length > settings.max_body_bytes:
-            metrics.REJECTED.labels("body_too_large").inc()
-            response = JSONResponse(
-                {"detail": f"body of {length} bytes exceeds {settings.max_body_bytes}"}, 413
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = route.path if route is not None else "unmatched"
-        metrics.REQUEST_DURATION.labels(endpoint, f"{response.status_code // 100}xx").observe(
-            time.perf_counter() - started
-        )
-        return response
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected):
+        metrics.REJECTED.labels(exc.reason).inc()
+        return JSONResponse({"detail": exc.errors}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        metrics.REJECTED.labels("validation").inc()
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return await rejected(request, from_validation_errors(list(exc.errors())))
 
-    @app.exception_handler(InputError)
-    async def unfit(request: Request, exc: InputError):
-        metrics.REJECTED.labels("unknown_feature").inc()
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 413:
+            message = f"request body larger than {settings.max_body_bytes} bytes"
+            return await rejected(request, Rejected.one(413, "body_too_large", "body", message))
+        return await http_exception_handler(request, exc)
 
-    @app.post("/v1/rank", response_model=RankResponse)
-    async def rank(request: RankRequest):
-        if len(request.items) > settings.max_items:
-            metrics.REJECTED.labels("too_many_items").inc()
-            return JSONResponse(
-                {"detail": f"items: {len(request.items)} items, at most {settings.max_items}"},
-                status_code=422,
-            )
-        return await app.state.service.rank(request)
+    def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]):
+        if not settings.admin_token:
+            raise Rejected.one(403, "unauthorized", "authorization", "MOERANK_ADMIN_TOKEN unset")
+        given = credentials.credentials if credentials else ""
+        if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+            raise Rejected.one(401, "unauthorized", "authorization", "bearer token required")
+
+    @app.post(
+        "/v1/rank",
+        response_model=RankResponse,
+        openapi_extra=json_body(RankRequest),
+        responses={
+            400: {"description": "malformed JSON"},
+            413: {"description": "body over the size limit"},
+            422: {"description": "invalid request: the message names the field"},
+        },
+    )
+    async def rank(request: Request) -> Response:
+        """Rank the candidate items of one query (highest score first)."""
+        ranking = app.state.runtime.ranking
+        return Response(await ranking.rank(await request.body()), media_type=JSON)
+
+    @app.post("/v1/items", response_model=ItemsStored, openapi_extra=json_body(ItemsUpsert))
+    async def upsert_items(request: Request) -> ItemsStored:
+        """Store product texts: their embeddings are computed now and written to the store."""
+        runtime = app.state.runtime
+        payload = parse_json(ItemsUpsert, await request.body(), runtime.ranking.context)
+        bundle = runtime.slot.current
+        try:
+            stored = await runtime.embeddings.upsert(bundle, payload.items)
+        except StoreUnavailable as exc:
+            return JSONResponse({"detail": f"embedding store unavailable: {exc}"}, 503)
+        return ItemsStored(stored=stored, encoder_id=bundle.encoder_id)
 
     @app.get("/v1/models")
-    async def models():
-        return app.state.service.bundle.describe()
+    async def models() -> dict:
+        """The loaded model and the features it expects."""
+        return {**app.state.runtime.slot.current.describe(), "max_items": settings.max_items}
+
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResult,
+        openapi_extra=json_body(ReloadRequest),
+        dependencies=[Depends(admin)],
+    )
+    async def reload(request: Request) -> ReloadResult:
+        """Load a bundle beside the serving one and swap it in; a bad one is refused."""
+        body = await request.body()
+        payload = parse_json(ReloadRequest, body) if body else ReloadRequest()
+        path = Path(payload.bundle_path) if payload.bundle_path else settings.bundle_path
+        try:
+            bundle = await app.state.runtime.reload(path)
+        except BundleError as exc:
+            raise Rejected.one(422, "bad_bundle", "bundle_path", str(exc)) from exc
+        return ReloadResult(
+            model={"name": bundle.name, "version": bundle.version}, bundle_path=str(path)
+        )
 
     @app.get("/healthz")
-    async def healthz():
+    async def healthz() -> dict:
+        """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz():
+        """Readiness: the bundle is loaded, validated and warmed up."""
         if not app.state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         return {"status": "ready"}
 
     @app.get("/metrics")
-    async def prometheus():
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus() -> Response:
+        """Prometheus text format (all workers' samples with several workers)."""
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     return app
+
+
+def announce_curl(settings: Settings) -> None:
+    """`make serve` ends with a command that ranks a real session."""
+    example = settings.example_request_path
+    if example and example.exists():
+        url = f"http://{settings.host}:{settings.port}"
+        print(
+            f"\nmoerank is ready on {url}. Rank a real session with:\n\n"
+            f"  curl -s -X POST {url}/v1/rank -H 'content-type: application/json' "
+            f"-d @{example.resolve()}\n",
+            flush=True,
+        )

@@ -1,6 +1,8 @@
 """A loaded bundle: manifest, onnxruntime session, vocabularies and the text encoder.
 
-Validation happens here, at load time, so a bad bundle is rejected before it serves.
+Validation happens here, at load time, so a bad bundle is rejected before it serves: the
+manifest's fields, the graph's inputs, the encoder's identity, and a real run of the graph
+whose outputs must have the promised shapes and be probabilities.
 """
 
 from __future__ import annotations
@@ -43,18 +45,25 @@ class Bundle:
         self, path: Path, provider: str = "auto", threads: int = 1, encoder_variant="int8"
     ):
         self.path = Path(path)
-        self.manifest = self._read_manifest()
-        m = self.manifest
-        self.name, self.version, self.tasks = m["name"], m["version"], list(m["tasks"])
-        features = m["features"]
-        self.request_fields = [_field(f) for f in features["request_categorical"]]
-        self.item_fields = [_field(f) for f in features["item_categorical"]]
-        self.numeric_names = [f["name"] for f in features["numeric"]]
+        self.manifest = m = self._read_manifest()
+        try:
+            self.name, self.version = str(m["name"]), str(m["version"])
+            self.tasks = [str(task) for task in m["tasks"]]
+            self.score_column = self.tasks.index(m["score"]["task"])
+            features = m["features"]
+            self.request_fields = [_field(f) for f in features["request_categorical"]]
+            self.item_fields = [_field(f) for f in features["item_categorical"]]
+            self.numeric_names = [f["name"] for f in features["numeric"]]
+            self.numeric_means = np.array([f["mean"] for f in features["numeric"]], np.float32)
+            self.text_dim = int(features["text_dim"])
+            self.encoder_id = str(features["encoder_id"])
+            self.input_names = [i["name"] for i in m["inputs"]]
+            self.top_k = int(m["experts"].get("k") or 1)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"manifest is malformed: {exc!r}") from exc
+        if not np.isfinite(self.numeric_means).all():
+            raise BundleError("manifest numeric means are not finite")
         self.numeric_index = {n: i for i, n in enumerate(self.numeric_names)}
-        self.numeric_means = np.array([f["mean"] for f in features["numeric"]], np.float32)
-        self.text_dim = int(features["text_dim"])
-        self.encoder_id = features["encoder_id"]
-        self.input_names = [i["name"] for i in m["inputs"]]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -72,20 +81,60 @@ class Bundle:
             )
         self.encoder = None
         if self.text_dim:
-            encoder_dir = self.path / m["text_encoder"]["dir"]
-            self.encoder = OnnxTextEncoder(encoder_dir, variant=encoder_variant, threads=threads)
-        self.score(*self.example(3))  # it must compute before it may serve
+            self.encoder = self._load_encoder(encoder_variant, threads)
+        self._check_outputs()
+
+    def _load_encoder(self, variant: str, threads: int) -> OnnxTextEncoder:
+        text_encoder = self.manifest.get("text_encoder") or {}
+        try:
+            encoder = OnnxTextEncoder(self.path / text_encoder["dir"], variant, threads)
+            shape = encoder.encode(["warm up"]).shape
+        except Exception as exc:  # missing files, bad JSON, onnxruntime's own errors
+            raise BundleError(f"text encoder does not load: {exc}") from exc
+        if (encoder.encoder_id, encoder.dim) != (self.encoder_id, self.text_dim):
+            raise BundleError(
+                f"model reads {self.encoder_id} vectors of dim {self.text_dim}; the bundle's "
+                f"encoder is {encoder.encoder_id} of dim {encoder.dim}"
+            )
+        if shape != (1, self.text_dim):
+            raise BundleError(f"text encoder outputs {shape}, expected (1, {self.text_dim})")
+        return encoder
+
+    def _check_outputs(self) -> None:
+        """It must compute, with the shapes and ranges the manifest promises, before it serves."""
+        k = self.top_k
+        for items in (1, 7):
+            try:
+                scores, index, weight = self.score(*self.example(items))
+            except Exception as exc:
+                raise BundleError(f"model.onnx does not run: {exc}") from exc
+            if scores.shape != (items, len(self.tasks)):
+                raise BundleError(f"scores {scores.shape}, expected {(items, len(self.tasks))}")
+            if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
+                raise BundleError("scores are not probabilities")
+            if index.shape != weight.shape or index.shape[0] not in (1, k):
+                raise BundleError(f"expert outputs {index.shape}/{weight.shape}, expected K={k}")
+
+    def warm_up(self, calls: int, max_items: int) -> None:
+        """First runs allocate onnxruntime's buffers: do them before the first request."""
+        for _ in range(calls):
+            for items in sorted({1, 10, 100, max_items}):
+                self.score(*self.example(items))
+            if self.encoder is not None:
+                self.encoder.encode(["warm up", "a longer product title to warm the encoder up"])
 
     def _read_manifest(self) -> dict:
         try:
             manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
             raise BundleError(f"no readable manifest.json in {self.path}: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise BundleError("manifest.json is not a JSON object")
         if manifest.get("schema_version") != SUPPORTED_SCHEMA:
             raise BundleError(
                 f"manifest schema_version {manifest.get('schema_version')} unsupported"
             )
-        for key in ("name", "version", "tasks", "features", "inputs", "experts"):
+        for key in ("name", "version", "tasks", "features", "inputs", "experts", "score"):
             if key not in manifest:
                 raise BundleError(f"manifest lacks {key!r}")
         return manifest
@@ -112,7 +161,7 @@ class Bundle:
         return {
             "name": self.name,
             "version": self.version,
-            "family": m["family"],
+            "family": m.get("family"),
             "tasks": self.tasks,
             "score": m["score"],
             "experts": m["experts"],
@@ -121,7 +170,9 @@ class Bundle:
             "numeric_features": [
                 {"name": f["name"], "impute": f["mean"]} for f in m["features"]["numeric"]
             ],
-            "categorical_features": [f.name for f in self.item_fields],
+            "categorical_features": [
+                {"name": f.name, "values": len(f.lookup)} for f in self.item_fields
+            ],
         }
 
 

@@ -3,11 +3,31 @@
 Keys name the encoder that produced the vector (`<prefix>:emb:<encoder_id>:<item_id>`), so
 a model with a new encoder can never read another encoder's vectors. Values are raw
 little-endian float32 or float16 bytes, told apart by their length.
+
+Both stores have the same async interface; only Redis can fail, and it fails as
+`StoreUnavailable` (after a timeout, or at once while its circuit breaker is open), which the
+ranking path turns into a degraded answer instead of an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import numpy as np
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service import metrics
+from service.circuit_breaker import BreakerOpen, CircuitBreaker
+
+
+class StoreUnavailable(RuntimeError):
+    """The store did not answer (error, timeout, or breaker open)."""
 
 
 def item_key(prefix: str, encoder_id: str, item_id: str) -> str:
@@ -19,11 +39,12 @@ def to_bytes(vector: np.ndarray, dtype: str = "float32") -> bytes:
 
 
 def from_bytes(raw: bytes, dim: int) -> np.ndarray:
-    """float32 when len = 4·dim, float16 when len = 2·dim; anything else is rejected."""
+    """A read-only view: float32 when len = 4·dim, float16 when len = 2·dim; anything else
+    is rejected."""
     if len(raw) == 4 * dim:
         return np.frombuffer(raw, dtype="<f4")
     if len(raw) == 2 * dim:
-        return np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        return np.frombuffer(raw, dtype="<f2")
     raise ValueError(f"embedding of {len(raw)} bytes does not fit dimension {dim}")
 
 
@@ -46,22 +67,66 @@ class InProcessStore:
 
 
 class RedisStore:
-    """Redis through redis-py asyncio: one MGET round trip per request, bounded by a timeout."""
+    """Redis through redis-py asyncio (hiredis parser, a bounded connection pool): one MGET
+    round trip per request, each call bounded by `timeout_s` (pool wait and connect included)
+    and guarded by a circuit breaker. Bulk writes get `bulk_timeout_s`."""
 
     name = "redis"
 
-    def __init__(self, url: str, timeout_s: float):
-        import redis.asyncio as redis
-
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        bulk_timeout_s: float,
+        pool_size: int,
+        breaker: CircuitBreaker,
+    ):
+        # No retries inside redis-py: a retry doubles the wait, and the breaker plus the
+        # degraded answer already handle a failed call. The socket timeouts are only a
+        # backstop; each call's own deadline is the asyncio.wait_for in _call.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=bulk_timeout_s,
+            socket_timeout=bulk_timeout_s,
+            socket_connect_timeout=bulk_timeout_s,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._client = redis.Redis(connection_pool=pool)
+        self.timeout_s, self.bulk_timeout_s, self.breaker = timeout_s, bulk_timeout_s, breaker
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        return await self._client.mget(keys)
+        return await self._call("mget", self.timeout_s, self._client.mget, keys)
 
     async def set_many(self, items: dict[str, bytes]) -> None:
-        await self._client.mset(items)
+        """Off the request path (preload, write-back, /v1/items): the bulk timeout."""
+        await self._call("mset", self.bulk_timeout_s, self._client.mset, items)
+
+    async def _call(self, operation: str, timeout_s: float, command: Callable, *args):
+        try:
+            self.breaker.before_call()
+        except BreakerOpen as exc:
+            metrics.REDIS_SKIPPED.labels(operation).inc()
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            result = await asyncio.wait_for(command(*args), timeout_s)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self.breaker.failure()
+            metrics.REDIS_ERRORS.labels(operation, _error_kind(exc)).inc()
+            raise StoreUnavailable(f"redis {operation}: {type(exc).__name__}") from exc
+        except BaseException:  # cancelled with the request: the call's outcome is unknown
+            self.breaker.failure()
+            raise
+        self.breaker.success()
+        return result
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError)):
+        return "timeout"
+    if isinstance(exc, (RedisConnectionError, OSError)):
+        return "connection"
+    return "other"

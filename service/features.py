@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
 from service.bundle import Bundle
+from service.rejections import Rejected
 from service.schemas import RankRequest
-
-
-class InputError(ValueError):
-    """The request is well-formed JSON but does not fit the loaded model (a 4xx)."""
 
 
 @dataclass
@@ -34,41 +33,61 @@ QUERY_ATTRIBUTES = {
 def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     """Vocabulary lookups (OOV -> 0), numeric matrix with training-mean imputation.
 
-    Unknown numeric or categorical feature names are errors: a typo must not silently
-    turn into an imputed value.
+    Unknown numeric or categorical feature names are a 422: a typo must not silently turn
+    into an imputed value. Values are gathered in Python and converted to arrays once,
+    because a numpy write per element costs about a microsecond and 1000 items have 11000.
     """
-    oov = 0
-    request_cat = np.zeros((1, len(bundle.request_fields)), np.int64)
-    for j, field in enumerate(bundle.request_fields):
-        value = getattr(request.query, QUERY_ATTRIBUTES.get(field.name, field.name), None)
-        index = field.lookup.get(value, 0) if value is not None else 0
-        request_cat[0, j] = index
-        oov += index == 0
-    items = request.items
-    numeric = np.tile(bundle.numeric_means, (len(items), 1))
-    item_cat = np.zeros((len(items), len(bundle.item_fields)), np.int64)
-    known_cats = {f.name for f in bundle.item_fields}
-    provided = 0
-    for row, item in enumerate(items):
-        for name, value in item.features.items():
-            column = bundle.numeric_index.get(name)
-            if column is None:
-                raise InputError(
-                    f"items[{row}].features: unknown feature {name!r}; "
-                    f"the model expects {bundle.numeric_names}"
-                )
-            numeric[row, column] = value
-        provided += len(item.features)
-        unknown = set(item.categorical) - known_cats
-        if unknown:
-            raise InputError(
-                f"items[{row}].categorical: unknown feature(s) {sorted(unknown)}; "
-                f"the model expects {sorted(known_cats)}"
-            )
-        for j, field in enumerate(bundle.item_fields):
-            value = item.categorical.get(field.name)
-            index = field.lookup.get(value, 0) if value is not None else 0
-            item_cat[row, j] = index
-            oov += index == 0
-    imputed = len(items) * len(bundle.numeric_names) - provided
-    return ModelInputs(request_cat, item_cat, numeric, imputed, int(oov))
+    query = request.query
+    request_codes = [
+        field.lookup.get(getattr(query, QUERY_ATTRIBUTES.get(field.name, field.name), None), 0)
+        for field in bundle.request_fields
+    ]
+    numeric_names, numeric_known = bundle.numeric_names, bundle.numeric_index.keys()
+    defaults = dict(zip(numeric_names, bundle.numeric_means.tolist()))
+    # itemgetter of one name returns a bare value, not a tuple: only for two or more.
+    all_numeric = itemgetter(*numeric_names) if len(numeric_names) > 1 else None
+    cat_fields = [(field.name, field.lookup) for field in bundle.item_fields]
+    cat_known = {name for name, _ in cat_fields}
+    numeric_rows, item_codes, provided = [], [], 0
+    for row, item in enumerate(request.items):
+        features, categorical = item.features, item.categorical
+        provided += len(features)
+        if all_numeric and len(features) == len(numeric_names):
+            # The common case in one C call; as many names as expected and none missing
+            # means none unknown.
+            try:
+                numeric_rows.append(all_numeric(features))
+            except KeyError:
+                raise _unknown(
+                    row, "features", features.keys() - numeric_known, numeric_names
+                ) from None
+        else:
+            if not features.keys() <= numeric_known:
+                raise _unknown(row, "features", features.keys() - numeric_known, numeric_names)
+            numeric_rows.append([features.get(name, defaults[name]) for name in numeric_names])
+        if not categorical.keys() <= cat_known:
+            raise _unknown(row, "categorical", categorical.keys() - cat_known, sorted(cat_known))
+        item_codes.append([lookup.get(categorical.get(name), 0) for name, lookup in cat_fields])
+    items = len(request.items)
+    item_cat = _matrix(item_codes, np.int64, items, len(cat_fields))
+    return ModelInputs(
+        request_cat=_matrix([request_codes], np.int64, 1, len(request_codes)),
+        item_cat=item_cat,
+        numeric=_matrix(numeric_rows, np.float32, items, len(numeric_names)),
+        imputed_features=items * len(numeric_names) - provided,
+        oov_categories=request_codes.count(0) + int((item_cat == 0).sum()),
+    )
+
+
+def _matrix(rows: list, dtype, n_rows: int, n_cols: int) -> np.ndarray:
+    return np.fromiter(chain.from_iterable(rows), dtype, n_rows * n_cols).reshape(n_rows, n_cols)
+
+
+def _unknown(row: int, kind: str, names, expected: list[str]) -> Rejected:
+    return Rejected.one(
+        422,
+        "unknown_feature",
+        f"items.{row}.{kind}.{sorted(names)[0]}",
+        f"unknown {'categorical ' if kind == 'categorical' else ''}feature; "
+        f"the model expects {expected}",
+    )

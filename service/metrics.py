@@ -1,40 +1,112 @@
-"""Prometheus metrics (base units, histograms fine enough to read P99 from 0.5 ms to 1 s)."""
+"""Prometheus metrics: base units, histograms (not summaries, so workers and replicas can be
+aggregated) with buckets fine enough to read a P99 anywhere from 0.5 ms to 1 s.
+
+No label takes a per-item or per-query value: every label below has a handful of values.
+With several uvicorn workers, PROMETHEUS_MULTIPROC_DIR must be set before this module is
+imported (`python -m service` does it); each worker then writes its samples there and
+`exposition()` sums them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (
-    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075,
-    0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
-    0.75, 1.0,
+    0.0005, 0.00075, 0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.0035, 0.004,
+    0.005, 0.006, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
+    0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
 )  # fmt: skip
+STAGES = ("parse", "embeddings", "query_encode", "inference", "respond")
 
 REQUEST_DURATION = Histogram(
     "moerank_request_duration_seconds",
-    "Time from request to response, by endpoint and status class.",
+    "Time from request to response, by endpoint (route template) and status class.",
     ["endpoint", "status"],
     buckets=LATENCY_BUCKETS,
 )
 STAGE_DURATION = Histogram(
     "moerank_stage_duration_seconds",
-    "Time spent in each stage of a ranking call.",
+    "Time spent in each stage of a ranking call (query_encode overlaps embeddings).",
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
 ITEMS_PER_REQUEST = Histogram(
     "moerank_items_per_request",
     "Candidate items per ranking call.",
-    buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000),
+    buckets=(1, 5, 10, 20, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000),
 )
 EMBEDDING_LOOKUPS = Counter(
     "moerank_embedding_lookups_total",
-    "Item embedding lookups by tier (lru, store, encoded, missing).",
-    ["tier"],
+    "Item embedding lookups by tier (lru, redis or memory store, encoder) and outcome (hit, "
+    "miss, error). encoder/hit: the title was encoded online; encoder/miss: no title, so a "
+    "zero vector.",
+    ["tier", "outcome"],
+)
+QUERY_LOOKUPS = Counter(
+    "moerank_query_embedding_lookups_total",
+    "Query embeddings by outcome: hit (LRU) or miss (encoded).",
+    ["outcome"],
 )
 EXPERT_SELECTED = Counter(
-    "moerank_expert_selected_total", "Times each expert was used for a request.", ["expert"]
+    "moerank_expert_selected_total", "Requests that ran each expert, by expert index.", ["expert"]
 )
-REJECTED = Counter("moerank_requests_rejected_total", "Rejected requests by reason.", ["reason"])
-STORE_ERRORS = Counter("moerank_embedding_store_errors_total", "Embedding store errors.")
-MODEL_INFO = Gauge("moerank_model_info", "The loaded model (value 1).", ["name", "version"])
+REJECTED = Counter(
+    "moerank_requests_rejected_total", "Requests refused with a 4xx, by reason.", ["reason"]
+)
+REDIS_ERRORS = Counter(
+    "moerank_redis_errors_total",
+    "Failed Redis calls by operation and error (timeout, connection, other).",
+    ["operation", "error"],
+)
+REDIS_SKIPPED = Counter(
+    "moerank_redis_breaker_skipped_total",
+    "Redis calls not made because the circuit breaker was open.",
+    ["operation"],
+)
+BREAKER_STATE = Gauge(
+    "moerank_redis_breaker_state",
+    "Redis circuit breaker: 0 closed, 1 half-open, 2 open (the worst worker).",
+    multiprocess_mode="livemax",
+)
+WRITE_BACKS = Counter(
+    "moerank_embedding_write_backs_total",
+    "Online-encoded item embeddings written back to the store, by outcome (ok, error).",
+    ["outcome"],
+)
+RELOADS = Counter("moerank_reloads_total", "Bundle reloads by outcome (ok, rejected).", ["outcome"])
+MODEL_INFO = Gauge(
+    "moerank_model_info",
+    "The model being served (value 1; 0 once replaced).",
+    ["name", "version", "encoder_id"],
+    multiprocess_mode="livemax",
+)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for /metrics: this process's registry, or every worker's samples."""
+    if not multiprocess_mode():
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def worker_exited() -> None:
+    """Drop this worker's live gauges (multiprocess mode), as prometheus-client asks."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(os.getpid())

@@ -1,16 +1,23 @@
-"""Request and response models of the HTTP API (DESIGN.md), so /docs documents itself."""
+"""Request and response models of the HTTP API (DESIGN.md), so /docs documents itself.
+
+Requests are strict: a number sent as a string, a string sent as a number, a NaN or an
+infinity, an unknown field is a 4xx naming the field, never a silent conversion.
+"""
 
 from __future__ import annotations
 
-import math
+from collections import Counter
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
 
+REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 ITEM_ID = Field(min_length=1, max_length=256)
 
 
 class Query(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     text: str = Field(min_length=1, max_length=1024)
     category: str = Field(min_length=1, max_length=256, description="the query's sub-category")
@@ -20,39 +27,63 @@ class Query(BaseModel):
 
 
 class Item(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     id: str = ITEM_ID
-    title: str | None = Field(None, max_length=2048)
-    features: dict[str, float] = Field(default_factory=dict)
-    categorical: dict[str, str] = Field(default_factory=dict)
+    title: str | None = Field(None, max_length=2048, description="encoded if not cached")
+    features: dict[str, float] = Field(
+        default_factory=dict, description="numeric features; missing ones are imputed"
+    )
+    categorical: dict[str, str] = Field(
+        default_factory=dict, description="unknown values go to the OOV bucket"
+    )
 
-    @field_validator("features")
-    @classmethod
-    def finite(cls, features: dict[str, float]) -> dict[str, float]:
-        bad = [name for name, value in features.items() if not math.isfinite(value)]
-        if bad:
-            raise ValueError(f"features must be finite numbers; not finite: {bad}")
-        return features
+
+def check_item_list(items: list, info: ValidationInfo) -> list:
+    """At most `max_items` (from the validation context) and no id twice."""
+    limit = (info.context or {}).get("max_items")
+    if limit is not None and len(items) > limit:
+        raise PydanticCustomError(
+            "too_many_items",
+            "{count} items, at most {limit}",
+            {"count": len(items), "limit": limit},
+        )
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise PydanticCustomError("duplicate_ids", "duplicate ids {ids}", {"ids": duplicates[:10]})
+    return items
 
 
 class RankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_CONFIG
 
     query: Query
-    items: list[Item] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1)
+    items: Annotated[list[Item], AfterValidator(check_item_list)] = Field(
+        min_length=1, description="the candidates, each id once"
+    )
+    top_n: int | None = Field(None, ge=1, description="return only the best top_n")
 
-    @model_validator(mode="after")
-    def unique_ids(self) -> RankRequest:
-        seen, duplicates = set(), []
-        for item in self.items:
-            if item.id in seen:
-                duplicates.append(item.id)
-            seen.add(item.id)
-        if duplicates:
-            raise ValueError(f"items: duplicate ids {sorted(set(duplicates))[:10]}")
-        return self
+
+class ItemText(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    id: str = ITEM_ID
+    title: str = Field(min_length=1, max_length=2048)
+
+
+class ItemsUpsert(BaseModel):
+    """Product texts whose embeddings are computed and stored (POST /v1/items)."""
+
+    model_config = REQUEST_CONFIG
+
+    items: Annotated[list[ItemText], AfterValidator(check_item_list)] = Field(min_length=1)
+
+
+class ReloadRequest(BaseModel):
+    model_config = REQUEST_CONFIG
+
+    bundle_path: str | None = Field(None, description="default: the configured bundle path")
 
 
 class ModelRef(BaseModel):
@@ -62,22 +93,24 @@ class ModelRef(BaseModel):
 
 class RankedItem(BaseModel):
     id: str
-    score: float
-    scores: dict[str, float]
+    score: float = Field(description="the ranking score: the manifest's score task")
+    scores: dict[str, float] = Field(description="probability per task")
 
 
 class ExpertUse(BaseModel):
     index: int
-    weight: float
+    weight: float = Field(description="gate weight")
 
 
 class Degraded(BaseModel):
-    embedding_cache_misses: int = 0
-    online_encodes: int = 0
-    missing_embeddings: int = 0
-    imputed_features: int = 0
-    oov_categories: int = 0
-    embedding_store: str = "ok"
+    """What this answer had to do without: zero means nothing was degraded."""
+
+    embedding_cache_misses: int = Field(0, description="items in neither the LRU nor the store")
+    online_encodes: int = Field(0, description="titles encoded during the request")
+    missing_embeddings: int = Field(0, description="no embedding and no title: zero vector")
+    imputed_features: int = Field(0, description="numeric features given the training mean")
+    oov_categories: int = Field(0, description="categorical values outside the vocabulary")
+    embedding_store: str = Field("ok", description="ok, or unavailable (Redis down or slow)")
 
 
 class RankResponse(BaseModel):
@@ -85,3 +118,13 @@ class RankResponse(BaseModel):
     items: list[RankedItem]
     experts: list[ExpertUse]
     degraded: Degraded
+
+
+class ItemsStored(BaseModel):
+    stored: int
+    encoder_id: str
+
+
+class ReloadResult(BaseModel):
+    model: ModelRef
+    bundle_path: str

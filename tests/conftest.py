@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
 from training.features import CategoricalField, FeatureSpec, NumericField
+
+# One intra-op thread: tests run beside other work, and oversubscribed OpenMP threads spin.
+torch.set_num_threads(1)
 
 
 def make_spec(text_dim: int = 0) -> FeatureSpec:
@@ -107,3 +113,146 @@ def small_bundle(small_log_dir, encoder_dir, tmp_path_factory):
     bundle = artifacts / "bundles" / "default"
     default_bundle.build(artifacts, bundle, train=TrainConfig(epochs=1, lr=3e-3))
     return bundle, artifacts
+
+
+@pytest.fixture(scope="module")
+def redis_prefix():
+    """A key prefix of its own on the machine's Redis (127.0.0.1:6379), never flushed: the
+    keys under it are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"moerank-test-{uuid.uuid4().hex}"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free port, without persistence: the test may
+    stop, pause (SIGSTOP: connections hang, as with a slow or unreachable host) and restart
+    it. The machine's shared Redis is never touched."""
+
+    def __init__(self, directory):
+        from service.process import free_port
+
+        self.port, self.directory, self.proc = free_port(), directory, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def pause(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a stopped process cannot act on SIGTERM
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(small_bundle) -> dict[str, str]:
+    """MOERANK_* settings serving the small bundle from the in-process store, preloaded with
+    its item embeddings; tests add or override their own."""
+    bundle, artifacts = small_bundle
+    return {
+        "MOERANK_BUNDLE_PATH": str(bundle),
+        "MOERANK_EMBEDDING_STORE_PATH": str(artifacts / "item_embeddings.npz"),
+        "MOERANK_REDIS_URL": "",
+        "MOERANK_INTRA_OP_THREADS": "1",
+        "MOERANK_INFERENCE_THREADS": "2",
+        "MOERANK_WARMUP_CALLS": "1",
+    }
+
+
+class Traffic(threading.Thread):
+    """Ranking calls sent one after another, each recorded as (phase, status, answer): the
+    test moves `phase` along as it breaks things, then checks every answer."""
+
+    def __init__(self, url: str, body: dict):
+        super().__init__(daemon=True)
+        self.url, self.body, self.phase = url, body, "start"
+        self.records: list[tuple[str, int, dict]] = []
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stopping.is_set():
+                phase = self.phase
+                try:
+                    answer = client.post("/v1/rank", json=self.body)
+                    self.records.append((phase, answer.status_code, answer.json()))
+                except Exception as exc:  # a dropped connection is a failed request too
+                    self.records.append((phase, 0, {"error": repr(exc)}))
+
+    def answers(self, phase: str) -> list[dict]:
+        return [answer for p, status, answer in self.records if p == phase and status == 200]
+
+    def wait_for(self, condition, timeout_s: float) -> bool:
+        """True once an answer recorded from now on meets `condition`."""
+        deadline, start = time.monotonic() + timeout_s, len(self.records)
+        while time.monotonic() < deadline:
+            if any(status == 200 and condition(a) for _, status, a in self.records[start:]):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(60)
+
+
+@pytest.fixture
+def traffic():
+    """Starts Traffic(url, body) threads; all are stopped at teardown."""
+    started = []
+
+    def start(url: str, body: dict) -> Traffic:
+        thread = Traffic(url, body)
+        thread.start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()

@@ -1,11 +1,11 @@
-"""The walking skeleton end to end: a bundle served by a real uvicorn process over HTTP."""
+"""The service end to end through a real uvicorn process: rankings equal to the bundle's own
+scores, every kind of bad input refused with a 4xx naming the field, /metrics counts that
+match the requests made. In-process store; Redis has its own test file."""
 
+import functools
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
+import random
+import uuid
 from pathlib import Path
 
 import httpx
@@ -13,54 +13,26 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from service.process import ServiceProcess, metric_delta
+from service.text_encoder import OnnxTextEncoder, load_embedding_store
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+MAX_BODY = 200_000
 
 
 @pytest.fixture(scope="module")
-def server(small_bundle):
-    bundle_dir, artifacts = small_bundle
-    port = free_port()
-    env = {
-        **os.environ,
-        "MOERANK_BUNDLE_PATH": str(bundle_dir),
-        "MOERANK_EMBEDDING_STORE_PATH": str(artifacts / "item_embeddings.npz"),
-        "MOERANK_PORT": str(port),
-        "MOERANK_INTRA_OP_THREADS": "1",
-    }
-    env.pop("MOERANK_REDIS_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"service exited: {proc.stdout.read()}")
-        time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("service did not become ready")
-    yield url, bundle_dir, artifacts
-    proc.terminate()
-    proc.wait(timeout=20)
+def server(service_env, small_bundle):
+    env = {**service_env, "MOERANK_MAX_BODY_BYTES": str(MAX_BODY)}
+    with ServiceProcess(env) as service:
+        yield service
 
 
-def direct_scores(bundle_dir: Path, body: dict, store) -> np.ndarray:
-    """The bundle's scores for `body`, computed with onnxruntime and the manifest alone."""
-    from service.text_encoder import OnnxTextEncoder
+@pytest.fixture
+def example(small_bundle) -> dict:
+    return json.loads((small_bundle[1] / "example_request.json").read_text())
 
+
+def direct_run(bundle_dir: Path, body: dict, item_vectors: np.ndarray) -> list[np.ndarray]:
+    """The bundle's outputs for `body`, computed with onnxruntime and the manifest alone."""
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     feats = manifest["features"]
 
@@ -75,90 +47,339 @@ def direct_scores(bundle_dir: Path, body: dict, store) -> np.ndarray:
     ]
     items = body["items"]
     item_cat = [
-        [index(f, it["categorical"].get(f["name"])) for f in feats["item_categorical"]]
+        [index(f, it.get("categorical", {}).get(f["name"])) for f in feats["item_categorical"]]
         for it in items
     ]
-    numeric = [[it["features"].get(f["name"], f["mean"]) for f in feats["numeric"]] for it in items]
+    numeric = [
+        [it.get("features", {}).get(f["name"], f["mean"]) for f in feats["numeric"]] for it in items
+    ]
     encoder = OnnxTextEncoder(bundle_dir / "text_encoder", variant="int8")
     query_emb = encoder.encode([" ".join(q["text"].lower().split())])
-    rows = {i: r for r, i in enumerate(store.item_ids)}
-    item_emb = np.stack([store.embeddings[rows[it["id"]]].astype(np.float32) for it in items])
     session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
     feeds = dict(
         request_cat=np.array(request_cat, np.int64), item_cat=np.array(item_cat, np.int64),
-        numeric=np.array(numeric, np.float32), query_emb=query_emb, item_emb=item_emb,
+        numeric=np.array(numeric, np.float32), query_emb=query_emb, item_emb=item_vectors,
     )  # fmt: skip
-    return session.run(None, feeds)[0][:, 0]
+    return session.run(None, feeds)
 
 
-def test_rank_returns_the_bundle_ranking(server):
-    from service.text_encoder import load_embedding_store
+def stored_vectors(artifacts: Path, ids: list[str]) -> np.ndarray:
+    store = load_embedding_store(artifacts / "item_embeddings.npz")
+    rows = {i: r for r, i in enumerate(store.item_ids)}
+    return np.stack([store.embeddings[rows[i]].astype(np.float32) for i in ids])
 
-    url, bundle_dir, artifacts = server
-    body = json.loads((artifacts / "example_request.json").read_text())
-    body["top_n"] = None
-    answer = httpx.post(f"{url}/v1/rank", json=body, timeout=30).json()
-    expected = direct_scores(
-        bundle_dir, body, load_embedding_store(artifacts / "item_embeddings.npz")
+
+def test_rank_returns_the_bundle_ranking(server, small_bundle, example):
+    url, (bundle_dir, artifacts) = server.url, small_bundle
+    example["top_n"] = None
+    answer = httpx.post(f"{url}/v1/rank", json=example, timeout=30)
+    assert answer.headers["content-type"] == "application/json"
+    answer = answer.json()
+    ids = [it["id"] for it in example["items"]]
+    scores, expert_index, expert_weight = direct_run(
+        bundle_dir, example, stored_vectors(artifacts, ids)
     )
-    order = np.argsort(-expected, kind="stable")
-    assert [i["id"] for i in answer["items"]] == [body["items"][i]["id"] for i in order]
+    order = np.argsort(-scores[:, 0], kind="stable")
+    assert [i["id"] for i in answer["items"]] == [ids[i] for i in order]
     got = np.array([i["score"] for i in answer["items"]])
-    np.testing.assert_allclose(got, expected[order], atol=1e-5)
-    assert answer["degraded"]["embedding_cache_misses"] == 0
-    assert len(answer["experts"]) == 4
-    assert abs(sum(e["weight"] for e in answer["experts"]) - 1) < 1e-5
+    np.testing.assert_allclose(got, scores[order, 0], atol=1e-5)
+    assert [i["scores"] for i in answer["items"]] == [{"click": s} for s in got.tolist()]
+    assert [e["index"] for e in answer["experts"]] == expert_index.tolist()
+    np.testing.assert_allclose([e["weight"] for e in answer["experts"]], expert_weight, atol=1e-6)
+    assert answer["degraded"] == {
+        "embedding_cache_misses": 0,
+        "online_encodes": 0,
+        "missing_embeddings": 0,
+        "imputed_features": 0,
+        "oov_categories": 0,
+        "embedding_store": "ok",
+    }
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert answer["model"] == {"name": manifest["name"], "version": manifest["version"]}
 
 
-def test_top_n_and_unknown_item_degrades(server):
-    url, _, artifacts = server
-    body = json.loads((artifacts / "example_request.json").read_text())
-    body["items"].append({"id": "never-seen", "title": "wireless noise cancelling headphones"})
-    body["items"].append({"id": "no-title"})
-    answer = httpx.post(f"{url}/v1/rank", json=body, timeout=30).json()
-    assert len(answer["items"]) == body["top_n"]
-    assert answer["degraded"]["online_encodes"] == 1
-    assert answer["degraded"]["missing_embeddings"] == 1
-    assert answer["degraded"]["imputed_features"] == 2 * 9
+def test_missing_inputs_are_imputed_reported_and_scored_as_the_manifest_says(
+    server, small_bundle, example
+):
+    url, (bundle_dir, artifacts) = server.url, small_bundle
+    ids = [it["id"] for it in example["items"]]
+    del example["items"][0]["features"]["log_price"]
+    example["items"][1]["features"] = {}
+    example["items"][2]["categorical"]["brand"] = "no-such-brand"
+    example["query"]["scenario"] = "Atlantis"
+    example["top_n"] = None
+    answer = httpx.post(f"{url}/v1/rank", json=example, timeout=30).json()
+    assert answer["degraded"]["imputed_features"] == 1 + 9
+    assert answer["degraded"]["oov_categories"] == 2
+    scores = direct_run(bundle_dir, example, stored_vectors(artifacts, ids))[0][:, 0]
+    got = {i["id"]: i["score"] for i in answer["items"]}
+    np.testing.assert_allclose([got[i] for i in ids], scores, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "mutate,field",
-    [
-        (lambda b: b.update(items=[]), "items"),
-        (lambda b: b["items"].append(dict(b["items"][0])), "duplicate"),
-        (lambda b: b["items"][0]["features"].update(log_price="cheap"), "log_price"),
-        (lambda b: b["items"][0]["features"].update(no_such_feature=1.0), "no_such_feature"),
-        (lambda b: b["query"].pop("text"), "text"),
-    ],
-)
-def test_bad_input_gets_4xx_naming_the_field(server, mutate, field):
-    url, _, artifacts = server
-    body = json.loads((artifacts / "example_request.json").read_text())
-    mutate(body)
-    response = httpx.post(f"{url}/v1/rank", json=body, timeout=30)
-    assert response.status_code == 422
-    assert field in response.text
+def test_top_n_and_items_without_embedding(server, example):
+    url = server.url
+    new = f"never-seen-{uuid.uuid4().hex}"
+    example["items"].append({"id": new, "title": "wireless noise cancelling headphones"})
+    example["items"].append({"id": "no-title-no-vector"})
+    answer = httpx.post(f"{url}/v1/rank", json=example, timeout=30).json()
+    assert len(answer["items"]) == example["top_n"]
+    degraded = answer["degraded"]
+    assert (degraded["embedding_cache_misses"], degraded["online_encodes"]) == (2, 1)
+    assert degraded["missing_embeddings"] == 1
+    assert degraded["imputed_features"] == 2 * 9
+    again = httpx.post(f"{url}/v1/rank", json=example, timeout=30).json()["degraded"]
+    assert (again["embedding_cache_misses"], again["online_encodes"]) == (1, 0)
 
 
-def test_nan_and_malformed_json_are_4xx(server):
-    url, _, artifacts = server
-    raw = (artifacts / "example_request.json").read_text()
-    body = raw.replace('"log_price": ', '"log_price": NaN, "x": ', 1)
-    response = httpx.post(
-        f"{url}/v1/rank", content=body, headers={"content-type": "application/json"}
+def test_upserted_items_rank_as_their_titles_encoded_online(server, example):
+    """POST /v1/items stores the encoder's vectors: ranking the stored ids without titles
+    gives the scores that fresh ids with the same titles get by online encoding."""
+    url = server.url
+    titles = [it["title"] for it in example["items"]]
+    tag = uuid.uuid4().hex
+    stored = [f"stored-{tag}-{n}" for n in range(len(titles))]
+    upsert = {"items": [{"id": i, "title": t} for i, t in zip(stored, titles)]}
+    answer = httpx.post(f"{url}/v1/items", json=upsert, timeout=30)
+    assert answer.status_code == 200 and answer.json()["stored"] == len(titles)
+    by_store = [{**it, "id": i, "title": None} for it, i in zip(example["items"], stored)]
+    by_title = [{**it, "id": f"fresh-{tag}-{n}"} for n, it in enumerate(example["items"])]
+    results = []
+    for items in (by_store, by_title):
+        body = {**example, "items": items, "top_n": None}
+        results.append(httpx.post(f"{url}/v1/rank", json=body, timeout=30).json())
+    assert results[0]["degraded"]["embedding_cache_misses"] == 0
+    assert results[1]["degraded"]["online_encodes"] == len(titles)
+    np.testing.assert_array_equal(
+        [i["score"] for i in results[0]["items"]], [i["score"] for i in results[1]["items"]]
     )
-    assert 400 <= response.status_code < 500
-    response = httpx.post(
-        f"{url}/v1/rank", content=raw[:50], headers={"content-type": "application/json"}
+
+
+def body_with(example: dict, mutate) -> bytes:
+    mutate(example)
+    return json.dumps(example).encode()
+
+
+def raw(example: dict, old: str, new: str) -> bytes:
+    text = json.dumps(example)
+    assert old in text
+    return text.replace(old, new, 1).encode()
+
+
+def first_price(example: dict) -> str:
+    return f'"log_price": {json.dumps(example["items"][0]["features"]["log_price"])}'
+
+
+BAD_INPUTS = {
+    "empty items": (lambda e: body_with(e, lambda b: b.update(items=[])), 422, "items"),
+    "too many items": (
+        lambda e: body_with(e, lambda b: b.update(items=[{"id": f"i{n}"} for n in range(1001)])),
+        422,
+        "items",
+    ),
+    "duplicate ids": (
+        lambda e: body_with(e, lambda b: b["items"].append(dict(b["items"][3]))),
+        422,
+        "items",
+    ),
+    "NaN": (lambda e: raw(e, first_price(e), '"log_price": NaN'), 422, "items.0.features.log_price"),
+    "Infinity": (
+        lambda e: raw(e, first_price(e), '"log_price": -Infinity'),
+        422,
+        "items.0.features.log_price",
+    ),
+    "overflow to inf": (
+        lambda e: raw(e, first_price(e), '"log_price": 1e999'),
+        422,
+        "items.0.features.log_price",
+    ),
+    "string for a number": (
+        lambda e: body_with(e, lambda b: b["items"][2]["features"].update(rating="4.5")),
+        422,
+        "items.2.features.rating",
+    ),
+    "bool for a number": (
+        lambda e: body_with(e, lambda b: b["items"][2]["features"].update(rating=True)),
+        422,
+        "items.2.features.rating",
+    ),
+    "number for an id": (
+        lambda e: body_with(e, lambda b: b["items"][1].update(id=17)),
+        422,
+        "items.1.id",
+    ),
+    "number for a category": (
+        lambda e: body_with(e, lambda b: b["items"][1]["categorical"].update(brand=3)),
+        422,
+        "items.1.categorical.brand",
+    ),
+    "unknown numeric feature": (
+        lambda e: body_with(e, lambda b: b["items"][4]["features"].update(colour=1.0)),
+        422,
+        "items.4.features.colour",
+    ),
+    "misspelt numeric feature": (
+        lambda e: body_with(e, lambda b: b["items"][3]["features"].update(
+            ratting=b["items"][3]["features"].pop("rating"))),
+        422,
+        "items.3.features.ratting",
+    ),
+    "unknown categorical feature": (
+        lambda e: body_with(e, lambda b: b["items"][4]["categorical"].update(colour="red")),
+        422,
+        "items.4.categorical.colour",
+    ),
+    "unknown field": (lambda e: body_with(e, lambda b: b.update(surprise=1)), 422, "surprise"),
+    "missing query text": (lambda e: body_with(e, lambda b: b["query"].pop("text")), 422, "query.text"),
+    "items not a list": (lambda e: body_with(e, lambda b: b.update(items={})), 422, "items"),
+    "top_n zero": (lambda e: body_with(e, lambda b: b.update(top_n=0)), 422, "top_n"),
+    "not an object": (lambda e: b"[1, 2]", 422, "body"),
+    "truncated JSON": (lambda e: json.dumps(e).encode()[:80], 400, "body"),
+    "empty body": (lambda e: b"", 400, "body"),
+    "not UTF-8": (
+        lambda e: json.dumps(e).encode().replace(b'"text": "', b'"text": "\xff\xfe', 1),
+        400,
+        "body",
+    ),
+    "lone surrogate": (lambda e: raw(e, '"text": "', '"text": "\\ud800'), 400, "body"),
+    "deep nesting": (lambda e: b'{"query": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "body"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_a_4xx_naming_the_field(server, example, case):
+    url = server.url
+    make, status, field = BAD_INPUTS[case]
+    content = make(example)
+    assert len(content) < MAX_BODY
+    answer = httpx.post(
+        f"{url}/v1/rank", content=content, headers={"content-type": "application/json"}
     )
-    assert 400 <= response.status_code < 500
+    assert answer.status_code == status, answer.text
+    assert field in [error["field"] for error in answer.json()["detail"]], answer.text
 
 
-def test_models_health_and_metrics(server):
-    url, _, _ = server
-    models = httpx.get(f"{url}/v1/models").json()
+def test_body_over_the_limit_is_413_with_or_without_content_length(server, example):
+    url = server.url
+    example["items"] = [{"id": f"i{n}", "title": "x" * 300} for n in range(800)]
+    content = json.dumps(example).encode()
+    assert len(content) > MAX_BODY
+    headers = {"content-type": "application/json"}
+    sized = httpx.post(f"{url}/v1/rank", content=content, headers=headers)
+    assert sized.status_code == 413
+
+    def chunks():  # a generator body goes out chunked, with no content-length
+        for start in range(0, len(content), 8192):
+            yield content[start : start + 8192]
+
+    chunked = httpx.post(f"{url}/v1/rank", content=chunks(), headers=headers)
+    assert chunked.status_code == 413
+    assert chunked.json()["detail"][0]["field"] == "body"
+
+
+def dicts_in(value) -> list[dict]:
+    """Every JSON object inside `value`, itself included."""
+    if isinstance(value, dict):
+        return [value] + [d for v in value.values() for d in dicts_in(v)]
+    if isinstance(value, list):
+        return [d for v in value for d in dicts_in(v)]
+    return []
+
+
+def test_no_input_produces_a_5xx(server, example):
+    """Seeded random damage to a valid body: values replaced by other types, keys dropped,
+    bytes flipped. Every answer is a 2xx, or a 4xx with a message."""
+    url = server.url
+    rng = random.Random(6)
+    odd_values = [None, [], {}, "", "x" * 3000, -1, 0, 2**70, 1e308, -0.0, True, [1.5], {"a": 1}]
+    original = json.dumps(example)
+    statuses = set()
+    with httpx.Client(base_url=url) as client:
+        for _ in range(300):
+            body = json.loads(original)
+            for _ in range(rng.randint(1, 3)):
+                target = rng.choice(dicts_in(body) or [body])
+                key = rng.choice(list(target) + ["extra"])
+                if rng.random() < 0.3:
+                    target.pop(key, None)
+                else:
+                    target[key] = rng.choice(odd_values)
+            content = json.dumps(body).encode()
+            if rng.random() < 0.2:
+                cut = rng.randrange(len(content))
+                content = content[:cut] + bytes([rng.randrange(256)]) + content[cut + 1 :]
+            answer = client.post("/v1/rank", content=content)
+            assert answer.status_code < 500, (content[:300], answer.text)
+            if answer.status_code >= 400:
+                assert answer.json()["detail"][0]["message"]
+            statuses.add(answer.status_code)
+    assert {200, 400, 422} <= statuses  # the damage reached every kind of answer
+
+
+def test_metrics_count_the_requests_made(server, example):
+    url = server.url
+    before = server.metrics()
+    sizes = [1, 5, 20, 20, 3]
+    query = example["query"]["text"]
+    with httpx.Client(base_url=url) as client:
+        for n, size in enumerate(sizes):
+            text = query.upper() if n % 2 else f"  {query} "  # one query, once normalised
+            body = {**example, "query": {**example["query"], "text": text}}
+            body["items"] = example["items"][:size]
+            assert client.post("/v1/rank", json=body).status_code == 200
+        bad = {
+            "duplicate_ids": {**example, "items": example["items"][:2] * 2},
+            "empty_items": {**example, "items": []},
+            "malformed_json": b"{",
+        }
+        for content in bad.values():
+            kwargs = {"content": content} if isinstance(content, bytes) else {"json": content}
+            assert client.post("/v1/rank", **kwargs).status_code in (400, 422)
+    after = server.metrics()
+    grew = functools.partial(metric_delta, before, after)
+    calls, k = len(sizes), example_model(url)["experts"]["k"]
+    rank = {"endpoint": "/v1/rank"}
+    assert grew("moerank_request_duration_seconds_count", **rank, status="2xx") == calls
+    assert grew("moerank_request_duration_seconds_count", **rank, status="4xx") == len(bad)
+    assert grew("moerank_items_per_request_count") == calls
+    assert grew("moerank_items_per_request_sum") == sum(sizes)
+    for stage in ("parse", "embeddings", "query_encode", "inference", "respond"):
+        assert grew("moerank_stage_duration_seconds_count", stage=stage) == calls
+    assert grew("moerank_expert_selected_total") == calls * k
+    assert grew("moerank_embedding_lookups_total", tier="lru", outcome="hit") == sum(sizes)
+    assert grew("moerank_embedding_lookups_total", tier="lru", outcome="miss") == 0
+    assert grew("moerank_query_embedding_lookups_total", outcome="miss") <= 1
+    assert grew("moerank_query_embedding_lookups_total") == calls
+    for reason in bad:
+        assert grew("moerank_requests_rejected_total", reason=reason) == 1
+    assert grew("moerank_requests_rejected_total") == len(bad)
+    buckets = {
+        dict(labels)["le"]
+        for (name, labels) in after
+        if name == "moerank_request_duration_seconds_bucket"
+    }
+    assert {"0.0005", "0.001", "0.002", "0.005", "1.0"} <= buckets
+    info = [dict(ls) for (n, ls), v in after.items() if n == "moerank_model_info" and v == 1]
+    assert [i["version"] for i in info] == [example_model(url)["version"]]
+
+
+def example_model(url: str) -> dict:
+    return httpx.get(f"{url}/v1/models").json()
+
+
+def test_models_health_readiness_and_docs(server, small_bundle):
+    url, bundle_dir = server.url, small_bundle[0]
+    models = example_model(url)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert models["version"] == manifest["version"]
     assert models["experts"]["path"] == "skip" and models["experts"]["k"] == 4
+    assert [f["name"] for f in models["numeric_features"]] == [
+        f["name"] for f in manifest["features"]["numeric"]
+    ]
+    assert models["max_items"] == 1000
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-    text = httpx.get(f"{url}/metrics").text
-    assert 'moerank_request_duration_seconds_bucket{endpoint="/v1/rank"' in text
+    assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{url}/docs").status_code == 200
+    spec = httpx.get(f"{url}/openapi.json").json()
+    body = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/RankRequest"
+    assert "features" in spec["components"]["schemas"]["Item"]["properties"]

@@ -1,0 +1,103 @@
+"""`python -m service` as a child process on a free port, ready when `start` returns: the
+real thing (uvicorn, the lifespan, the sockets) for end-to-end tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """env: MOERANK_* settings (MOERANK_PORT is chosen here). The child's output goes to a
+    file, shown when it fails to start."""
+
+    def __init__(self, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env, "MOERANK_PORT": str(self.port)}
+        handle, log = tempfile.mkstemp(prefix="moerank-service-", suffix=".log")
+        os.close(handle)
+        self.log = Path(log)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180) -> ServiceProcess:
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service"], env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                output = self.output()
+                self.stop()
+                raise RuntimeError(f"service exited at start:\n{output}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        output = self.output()
+        self.stop()
+        raise RuntimeError(f"service not ready after {timeout_s} s:\n{output}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """SIGTERM (graceful: uvicorn finishes in-flight requests), SIGKILL if it hangs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.unlink(missing_ok=True)
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Every sample of its /metrics: (name, sorted label pairs) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def metric_delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    """How much the samples called `name` whose labels include `labels` grew in total
+    between two `ServiceProcess.metrics()` snapshots."""
+
+    def total(samples: dict) -> float:
+        return sum(
+            value
+            for (sample, pairs), value in samples.items()
+            if sample == name and labels.items() <= dict(pairs).items()
+        )
+
+    return total(after) - total(before)

@@ -1,0 +1,108 @@
+"""Everything a worker serves with, built at start-up and closed at shutdown: the bundle
+(loaded, validated, warmed up), the embedding store and caches, the inference thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from service import metrics
+from service.bundle import Bundle
+from service.circuit_breaker import CircuitBreaker
+from service.embedding_store import InProcessStore, RedisStore
+from service.embeddings import EmbeddingResolver
+from service.model_slot import ModelSlot
+from service.ranking import RankingService
+from service.reload_sync import ReloadFollower
+from service.settings import Settings
+from service.text_encoder import load_embedding_store
+
+log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
+
+
+def load_bundle(settings: Settings, path: Path) -> Bundle:
+    """Load, validate and warm up a bundle (blocking: run it in a thread)."""
+    bundle = Bundle(
+        path,
+        provider=settings.provider,
+        threads=settings.intra_op_threads,
+        encoder_variant=settings.encoder_variant,
+    )
+    bundle.warm_up(settings.warmup_calls, settings.max_items)
+    return bundle
+
+
+def make_store(settings: Settings) -> InProcessStore | RedisStore:
+    if not settings.redis_url:
+        return InProcessStore()
+    breaker = CircuitBreaker(
+        settings.breaker_failures,
+        settings.breaker_cooldown_s,
+        on_change=lambda state: metrics.BREAKER_STATE.set(int(state)),
+    )
+    return RedisStore(
+        settings.redis_url,
+        settings.redis_timeout_ms / 1000,
+        settings.redis_bulk_timeout_s,
+        settings.redis_pool_size,
+        breaker,
+    )
+
+
+@dataclass
+class Runtime:
+    slot: ModelSlot
+    embeddings: EmbeddingResolver
+    ranking: RankingService
+    store: InProcessStore | RedisStore
+    executor: ThreadPoolExecutor
+    follower: ReloadFollower | None  # several workers only
+    following: asyncio.Task | None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        executor = ThreadPoolExecutor(settings.inference_threads, "moerank-infer")
+
+        async def run_blocking(fn, *args):
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+        follower = ReloadFollower(settings.run_dir / "bundle.json") if settings.run_dir else None
+        path = (follower and follower.recorded_path()) or settings.bundle_path
+        bundle = await asyncio.to_thread(load_bundle, settings, path)
+        store = make_store(settings)
+        embeddings = EmbeddingResolver(
+            store,
+            settings.key_prefix,
+            settings.embedding_dtype,
+            settings.lru_items,
+            settings.lru_queries,
+            run_blocking,
+        )
+        if settings.embedding_store_path:
+            saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)
+            await embeddings.preload(saved, bundle.encoder_id, settings.lru_preload_items)
+        slot = ModelSlot(bundle, partial(load_bundle, settings))
+        ranking = RankingService(slot, embeddings, run_blocking, settings.max_items)
+        following = follower and asyncio.get_running_loop().create_task(follower.follow(slot))
+        log.info("ready: %s %s, %s store", bundle.name, bundle.version, store.name)
+        return cls(slot, embeddings, ranking, store, executor, follower, following)
+
+    async def reload(self, path: Path) -> Bundle:
+        """Swap in the bundle at `path` here, and in the other workers (BundleError if bad)."""
+        bundle = await self.slot.reload(path)
+        if self.follower:
+            self.follower.publish(path)
+        log.info("reloaded: now serving %s %s from %s", bundle.name, bundle.version, path)
+        return bundle
+
+    async def stop(self) -> None:
+        if self.following:
+            self.following.cancel()
+        await self.embeddings.drain()
+        await self.store.close()
+        self.executor.shutdown(wait=True)
+        metrics.worker_exited()

@@ -1,0 +1,169 @@
+"""The service with Redis, end to end: the cache tiers and the write-back on the machine's
+Redis (a key prefix of the test's own, deleted afterwards), and a Redis of the test's own
+that is paused and stopped mid-run while requests keep coming."""
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from service.process import ServiceProcess, metric_delta
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def server(service_env, small_bundle, redis_prefix):
+    env = {
+        **service_env,
+        "MOERANK_REDIS_URL": SHARED_REDIS,
+        "MOERANK_KEY_PREFIX": redis_prefix,
+        "MOERANK_LRU_ITEMS": "60",  # small, so a test can push items out of it
+        "MOERANK_LRU_PRELOAD_ITEMS": "0",  # the preloaded vectors are in Redis only
+    }
+    with ServiceProcess(env) as service:
+        encoder_id = httpx.get(f"{service.url}/v1/models").json()["text_encoder"]["id"]
+        yield service, f"{redis_prefix}:emb:{encoder_id}:"
+
+
+@pytest.fixture
+def example(small_bundle) -> dict:
+    return json.loads((small_bundle[1] / "example_request.json").read_text())
+
+
+def rank(url: str, body: dict) -> dict:
+    answer = httpx.post(f"{url}/v1/rank", json={**body, "top_n": None}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def scores(answer: dict) -> dict[str, float]:
+    return {item["id"]: item["score"] for item in answer["items"]}
+
+
+def lookups(before, after, tier, outcome) -> float:
+    return metric_delta(
+        before, after, "moerank_embedding_lookups_total", tier=tier, outcome=outcome
+    )
+
+
+def test_lru_then_redis_then_online_encode_with_write_back(server, small_bundle, example):
+    (service, key_prefix), artifacts = server, small_bundle[1]
+    url = service.url
+    client = redis.Redis.from_url(SHARED_REDIS)
+    n = len(example["items"])
+
+    before = service.metrics()  # preloaded into Redis at start, not into the LRU
+    first = rank(url, example)
+    middle = service.metrics()
+    second = rank(url, example)
+    after = service.metrics()
+    assert first["degraded"]["embedding_cache_misses"] == 0
+    assert (lookups(before, middle, "lru", "miss"), lookups(before, middle, "redis", "hit")) == (
+        n,
+        n,
+    )
+    assert (lookups(middle, after, "lru", "hit"), lookups(middle, after, "redis", "hit")) == (n, 0)
+    assert scores(first) == scores(second)
+
+    tag = uuid.uuid4().hex
+    fresh = {
+        **example,
+        "items": [{**it, "id": f"{tag}-{k}"} for k, it in enumerate(example["items"])],
+    }
+    encoded = rank(url, fresh)
+    assert encoded["degraded"]["embedding_cache_misses"] == n
+    assert encoded["degraded"]["online_encodes"] == n
+    keys = [f"{key_prefix}{it['id']}" for it in fresh["items"]]
+    deadline = time.monotonic() + 10
+    while client.exists(*keys) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [len(v) for v in client.mget(keys)] == [2 * 384] * n  # float16 vectors written back
+
+    # Push the fresh items out of the LRU (60 entries) with other preloaded items...
+    from service.text_encoder import load_embedding_store
+
+    others = [str(i) for i in load_embedding_store(artifacts / "item_embeddings.npz").item_ids]
+    others = [i for i in others if i not in {it["id"] for it in example["items"]}][:60]
+    for start in range(0, 60, 20):
+        rank(url, {**example, "items": [{"id": i} for i in others[start : start + 20]]})
+    # ...so they come back from Redis, and rank exactly as when they were encoded online.
+    before = service.metrics()
+    from_redis = rank(url, fresh)
+    after = service.metrics()
+    assert from_redis["degraded"]["embedding_cache_misses"] == 0
+    assert lookups(before, after, "redis", "hit") == n
+    assert scores(from_redis) == scores(encoded)
+
+
+def test_a_corrupt_stored_value_is_a_miss_not_an_error(server, example):
+    service, key_prefix = server
+    url = service.url
+    client = redis.Redis.from_url(SHARED_REDIS)
+    item = {**example["items"][0], "id": f"corrupt-{uuid.uuid4().hex}"}
+    client.set(f"{key_prefix}{item['id']}", b"not a vector")
+    before = service.metrics()
+    answer = rank(url, {**example, "items": [item]})
+    after = service.metrics()
+    assert answer["degraded"]["online_encodes"] == 1
+    assert lookups(before, after, "redis", "error") == 1
+    deadline = time.monotonic() + 10  # the write-back replaces the bad value
+    while len(client.get(f"{key_prefix}{item['id']}") or b"") != 768:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
+    service_env, own_redis, traffic, example
+):
+    cooldown_s, failures = 0.5, 3
+    env = {
+        **service_env,
+        "MOERANK_REDIS_URL": own_redis.url,
+        "MOERANK_KEY_PREFIX": f"moerank-test-{uuid.uuid4().hex}",
+        "MOERANK_LRU_ITEMS": "0",  # every call goes to Redis
+        "MOERANK_REDIS_TIMEOUT_MS": "20",
+        "MOERANK_BREAKER_FAILURES": str(failures),
+        "MOERANK_BREAKER_COOLDOWN_S": str(cooldown_s),
+    }
+    body = {**example, "items": example["items"][:5]}  # titled, preloaded into Redis
+
+    def ok(answer: dict) -> bool:
+        return answer["degraded"]["embedding_store"] == "ok"
+
+    with ServiceProcess(env) as service:
+        calls = traffic(service.url, body)
+        assert calls.wait_for(ok, 10)
+        before = service.metrics()
+        calls.phase = "paused"
+        own_redis.pause()  # accepts connections, never answers: a slow or lost host
+        time.sleep(2.0)
+        paused = service.metrics()
+        own_redis.resume()
+        calls.phase = "resumed"
+        assert calls.wait_for(ok, 5)
+        calls.phase = "stopped"
+        own_redis.stop()
+        time.sleep(1.5)
+        own_redis.start()  # same port, empty: the write-backs fill it again
+        calls.phase = "restarted"
+        assert calls.wait_for(lambda a: ok(a) and a["degraded"]["embedding_cache_misses"] == 0, 10)
+        calls.stop()
+        after = service.metrics()
+
+    assert {status for _, status, _ in calls.records} == {200}
+    for phase in ("paused", "stopped"):
+        degraded = [answer["degraded"] for answer in calls.answers(phase)]
+        flagged = [d for d in degraded if d["embedding_store"] == "unavailable"]
+        assert len(flagged) >= 5, phase
+        assert all(d["online_encodes"] == 5 for d in flagged)  # titles encoded, not zeros
+    # The breaker, not a timeout per request: while paused, a few calls timed out and the
+    # rest did not wait for Redis at all.
+    timeouts = metric_delta(before, paused, "moerank_redis_errors_total", error="timeout")
+    assert 1 <= timeouts <= failures + 2.0 / cooldown_s + 2
+    assert metric_delta(before, paused, "moerank_redis_breaker_skipped_total") >= 5
+    assert metric_delta(before, after, "moerank_redis_errors_total", error="connection") >= 1
+    assert after[("moerank_redis_breaker_state", ())] == 0
