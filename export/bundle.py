@@ -44,7 +44,7 @@ def check_parity(path: Path, graph: ServingGraph, spec: FeatureSpec) -> dict[int
             reference = graph.model(dict(zip(graph.input_names, example))).logits.sigmoid()
         scores = run_onnx(session, graph.input_names, example)[0]
         worst[items] = float(np.abs(scores - reference.numpy()).max())
-        if worst[items] > TORCH_TOLERANCE:
+        if not worst[items] <= TORCH_TOLERANCE:  # NaN fails too
             raise ParityError(f"B={items}: onnx differs from torch by {worst[items]:.2e}")
     return worst
 
@@ -58,10 +58,31 @@ def check_paths_agree(skip: Path, dense: Path, graph: ServingGraph, spec) -> flo
     for items in PARITY_BATCHES:
         example = example_inputs(graph.model, spec, items, seed=2000 + items)
         a, b = (run_onnx(s, graph.input_names, example)[0] for s in sessions)
-        worst = max(worst, float(np.abs(a - b).max()))
-    if worst > PATHS_TOLERANCE:
+        difference = float(np.abs(a - b).max())
+        worst = difference if np.isnan(difference) else max(worst, difference)
+    if not worst <= PATHS_TOLERANCE:  # NaN fails too
         raise ParityError(f"skipping and dense graphs differ by {worst:.2e}")
     return worst
+
+
+def _columns(name: str, spec: FeatureSpec) -> list[str]:
+    """The feature behind each column of an input tensor."""
+    if name == "request_cat":
+        return [f.name for f in spec.request_categorical]
+    if name == "item_cat":
+        return [f.name for f in spec.item_categorical]
+    if name == "numeric":
+        return [f.name for f in spec.numeric]
+    return [f"{spec.encoder_id} vector of {spec.text_dim} floats"]  # query_emb, item_emb
+
+
+def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
+    """(N, K): experts the gate chooses among, and how many it reports per request."""
+    example = example_inputs(graph.model, spec, 2)
+    with torch.no_grad():
+        gating = graph.model(dict(zip(graph.input_names, example))).gating
+        reported = graph(*example)[1].shape[0]
+    return (1 if gating is None else gating.weights.shape[1]), reported
 
 
 def manifest(
@@ -72,8 +93,19 @@ def manifest(
     for name in graph.input_names:
         level = "request" if name in REQUEST_INPUTS else "item"
         dtype = "int64" if name.endswith("_cat") else "float32"
-        inputs.append({"name": name, "level": level, "dtype": dtype})
+        width = spec.text_dim if name.endswith("_emb") else len(_columns(name, spec))
+        shape = [1 if level == "request" else "B", width]
+        inputs.append(
+            {
+                "name": name,
+                "level": level,
+                "dtype": dtype,
+                "shape": shape,
+                "columns": _columns(name, spec),
+            }
+        )
     tasks = list(config["tasks"])
+    experts, top_k = _experts(graph, spec)
     return {
         "schema_version": SCHEMA_VERSION,
         "name": ckpt["name"],
@@ -91,10 +123,12 @@ def manifest(
         if spec.text_dim
         else None,
         "experts": {
-            "n": config["experts"],
-            "k": config["top_k"],
-            "gate_inputs": list(config["gate_inputs"]) if config["experts"] > 1 else [],
-            "gate_level": "request" if model.request_level_gate else "item",
+            "n": experts,
+            "k": top_k,
+            "gate_inputs": list(config["gate_inputs"]) if experts > 1 else [],
+            "gate_level": "none"
+            if experts == 1
+            else ("request" if model.request_level_gate else "item"),
             "path": "skip" if graph.skip_experts else "dense",
         },
         "model_config": config,
@@ -114,14 +148,16 @@ def write_bundle(
 ) -> dict:
     """Export `checkpoint` to a bundle directory; returns the manifest.
 
-    skip_experts: None picks the skipping path whenever the gate is request-level. The
+    skip_experts: None picks the skipping path whenever the gate is request-level and
+    keeps fewer experts than there are (K < N; with K = N gathering would only copy). The
     bundle is assembled in a temporary directory and moved into place only after every
     parity check passed, so a failed export never leaves a half-written bundle.
     """
     model, ckpt = load_checkpoint(checkpoint)
     spec = FeatureSpec.from_dict(ckpt["spec"])
     if skip_experts is None:
-        skip_experts = model.request_level_gate
+        experts, top_k = _experts(ServingGraph(model, skip_experts=False), spec)
+        skip_experts = model.request_level_gate and top_k < experts
     if spec.text_dim and encoder_dir is None:
         raise ValueError("this model reads text embeddings: pass the text encoder directory")
     version = version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
