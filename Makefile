@@ -14,8 +14,13 @@ BUNDLE ?= $(ARTIFACTS)/bundles/default
 MOERANK_HOST ?= 127.0.0.1
 MOERANK_PORT ?= 8000
 export MOERANK_HOST MOERANK_PORT
+REDIS_URL ?= redis://127.0.0.1:6379/0
+LOADTEST_HOST ?= http://$(MOERANK_HOST):$(MOERANK_PORT)
+LOADTEST_USERS ?= 16
+LOADTEST_TIME ?= 60s
+LOADTEST_ARGS ?=
 
-.PHONY: install serve test lint bundle reproduce bench clean
+.PHONY: install serve test lint bundle reproduce bench embed-redis loadtest up down clean
 
 install: $(VENV)/.installed
 
@@ -48,8 +53,30 @@ test: lint
 reproduce: $(VENV)/.installed
 	$(PY) -m training.reproduce --size $(SIZE)
 
-bench: $(VENV)/.installed
+bench: bundle
 	$(PY) benchmarks/metrics_speed.py
+	$(PY) benchmarks/export_paths.py
+	$(PY) benchmarks/text_encoder.py --encoder $(ARTIFACTS)/encoder
+	$(PY) benchmarks/serve_latency.py --model default=$(BUNDLE) --artifacts $(ARTIFACTS)
+
+# The catalog's embeddings precomputed into Redis: the compose stack's embed-items job.
+embed-redis: bundle
+	$(PY) -m export.embed_items --catalog $(ARTIFACTS)/data/searchlog/catalog.parquet \
+		--encoder $(BUNDLE)/text_encoder --redis $(REDIS_URL) --prefix moerank
+
+# Locust, headless, against a running service (`make serve` in another shell); locust's CSVs
+# go to results/loadtest/. LOADTEST_ARGS passes more (--rate 300, --replay auto, --sizes 100).
+loadtest: bundle
+	$(PY) -m loadtest --host $(LOADTEST_HOST) --users $(LOADTEST_USERS) \
+		--run-time $(LOADTEST_TIME) --csv results/loadtest/locust --artifacts $(ARTIFACTS) \
+		$(LOADTEST_ARGS)
+
+# The docker-compose stack: Redis, embeddings job, ranker, Prometheus, Grafana.
+up:
+	docker compose up --build --detach --wait
+
+down:
+	docker compose down --volumes
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache
