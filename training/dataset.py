@@ -62,8 +62,11 @@ class TensorData:
             "numeric": self.numeric[rows],
         }
         if self.text is not None:
-            inputs["query_emb"] = self.text.query_table[self.query_rows[rows]]
-            inputs["item_emb"] = self.text.item_table[self.item_rows[rows]]
+            query_rows, item_rows = self.query_rows[rows], self.item_rows[rows]
+            inputs["query_emb"] = self.text.query_table[query_rows]
+            inputs["item_emb"] = self.text.item_table[item_rows]
+            # The table rows too, for a model that encodes text itself (text_tail.FineTunedText).
+            inputs.update(query_rows=query_rows, item_rows=item_rows)
         return inputs
 
 
@@ -75,7 +78,7 @@ def to_tensors(
         request_cat=torch.from_numpy(encoded["request_cat"]),
         item_cat=torch.from_numpy(encoded["item_cat"]),
         numeric=torch.from_numpy(encoded["numeric"]),
-        labels=torch.from_numpy(frame[list(tasks)].to_numpy(np.float32)),
+        labels=torch.from_numpy(frame[list(tasks)].to_numpy(np.float32, copy=True)),
         sessions=frame[schema.SESSION_ID].to_numpy(),
     )
     if spec.text_dim:

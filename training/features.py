@@ -130,5 +130,5 @@ def encode_frame(spec: FeatureSpec, frame: pd.DataFrame) -> dict[str, np.ndarray
     return {
         "request_cat": encode_categorical(spec.request_categorical, frame),
         "item_cat": encode_categorical(spec.item_categorical, frame),
-        "numeric": frame[[f.name for f in spec.numeric]].to_numpy(np.float32),
+        "numeric": frame[[f.name for f in spec.numeric]].to_numpy(np.float32, copy=True),
     }

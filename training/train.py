@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from training.checkpoint import save_checkpoint
+from training.data import schema
 from training.dataset import TensorData, category_counts, split_sessions, to_tensors
 from training.features import FeatureSpec, build_spec
 from training.metrics import ndcg_at_k, session_auc
@@ -79,7 +80,8 @@ def fit(
     config = config or TrainConfig()
     seed_everything(config.seed)
     model_config = registry.config_for(model_name, **(overrides or {}))
-    counts = category_counts(prepared.spec, prepared.train)
+    has_category = schema.QUERY_CATEGORY in {f.name for f in prepared.spec.request_categorical}
+    counts = category_counts(prepared.spec, prepared.train) if has_category else None
     model = registry.build(registry.family_of_name(model_name), model_config, prepared.spec, counts)
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def task_objective(model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor):
+    """(objective, per-task BCE [T]): the model's `combine_task_losses` hook (e.g. uncertainty
+    weighting, mlpr eq. 10) when it has one, else the mean over tasks."""
+    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    combine = getattr(model, "combine_task_losses", None)
+    return (combine(per_task) if combine else per_task.mean()), per_task
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: TensorData, batch_size: int = 8192) -> np.ndarray:
     """Probabilities [n, T] in eval mode."""
@@ -55,13 +63,19 @@ def predict(model: torch.nn.Module, data: TensorData, batch_size: int = 8192) ->
 
 
 def evaluate(model, data: TensorData, batch_size: int = 8192) -> dict[str, float]:
-    """Session AUC per task on `data`; `session_auc` is the first task's (the stopping rule)."""
+    """Session AUC per task on `data`: `session_auc` is the first task's, `mean_session_auc`
+    the mean over the tasks where it is defined (the stopping rule; the same for one task)."""
     probs = predict(model, data, batch_size)
     labels = data.labels.numpy()
     per_task = [
         session_auc(labels[:, t], probs[:, t], data.sessions) for t in range(probs.shape[1])
     ]
-    return {"session_auc": float(per_task[0]), "session_auc_per_task": per_task}
+    defined = [a for a in per_task if not np.isnan(a)]
+    return {
+        "session_auc": float(per_task[0]),
+        "mean_session_auc": float(np.mean(defined)) if defined else -1.0,
+        "session_auc_per_task": per_task,
+    }
 
 
 def train(
@@ -72,11 +86,16 @@ def train(
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Pointwise cross-entropy on every task plus the model's penalties. Keeps the weights
-    of the best validation epoch; writes `train_log.jsonl` and `best.pt` into out_dir."""
+    """Pointwise cross-entropy on every task (combined by `task_objective`) plus the model's
+    penalties. Keeps the weights of the best validation epoch (mean session AUC over tasks);
+    writes `train_log.jsonl` into out_dir. A model may define `parameter_groups(lr)` (AdamW
+    groups, e.g. a smaller learning rate for a fine-tuned encoder layer)."""
     seed_everything(config.seed)
+    groups = getattr(model, "parameter_groups", None)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        groups(config.lr) if groups else model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
     generator = torch.Generator().manual_seed(config.seed)
     best = TrainResult(best_valid_auc=-1.0, best_epoch=-1)
@@ -94,15 +113,16 @@ def train(
         for step in bar:
             rows = order[step * config.batch_size : (step + 1) * config.batch_size]
             output = model(train_data.batch(rows))
-            task_loss = F.binary_cross_entropy_with_logits(output.logits, train_data.labels[rows])
+            task_loss, per_task = task_objective(model, output.logits, train_data.labels[rows])
             loss = task_loss + sum(output.penalties.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for name, value in {"task_loss": task_loss, **output.penalties}.items():
-                totals[name] = totals.get(name, 0.0) + float(value)
+            named = {"task_loss": task_loss, "bce": per_task.mean(), **output.penalties}
+            for name, value in named.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{float(task_loss):.4f}")
+                bar.set_postfix(loss=f"{task_loss.item():.4f}")
         metrics = evaluate(model, valid_data, config.eval_batch_size)
         record = {
             "epoch": epoch,
@@ -114,8 +134,8 @@ def train(
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()
-        if metrics["session_auc"] > best.best_valid_auc:
-            best.best_valid_auc, best.best_epoch = metrics["session_auc"], epoch
+        if metrics["mean_session_auc"] > best.best_valid_auc:
+            best.best_valid_auc, best.best_epoch = metrics["mean_session_auc"], epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch - best.best_epoch >= config.patience:
             break

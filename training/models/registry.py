@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 import torch
 
 from training.features import FeatureSpec
-from training.models import category_moe
+from training.models import category_moe, mlpr
 
 # family name -> (model class, config class, recipes)
 FAMILIES = {
@@ -20,6 +20,7 @@ FAMILIES = {
         category_moe.CategoryMoEConfig,
         category_moe.RECIPES,
     ),
+    "multitask": (mlpr.MultiTaskRanker, mlpr.MultiTaskConfig, mlpr.RECIPES),
 }
 
 

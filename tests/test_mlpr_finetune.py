@@ -1,0 +1,68 @@
+"""Fine-tuning the encoder's last layer: before any step the tuned path gives the frozen
+encoder's vectors, and training moves the layer."""
+
+import torch
+from conftest import make_spec
+
+from training.dataset import TextTables
+from training.models.mlpr import MultiTaskRanker
+from training.models.registry import config_for
+from training.models.text_tail import EncoderTail, FineTunedText, token_states
+
+QUERIES = ["cheap laptop", "red running shoes", "tv"]
+TITLES = ["Acme Budget Laptop 15in AC123", "Zoom Red Running Shoes", "Big Television 55",
+          "Blue Glass Vase", ""]  # fmt: skip
+
+
+def _setup():
+    from training.text_encoder import default_encoder
+
+    encoder = default_encoder()
+    tables = TextTables(
+        query_table=torch.from_numpy(encoder.encode(QUERIES, progress=False)),
+        query_index={q: i for i, q in enumerate(QUERIES)},
+        item_table=torch.from_numpy(encoder.encode(TITLES, progress=False)),
+        item_index={str(i): i for i in range(len(TITLES))},
+    )
+    texts = {"query": token_states(encoder, QUERIES), "item": token_states(encoder, TITLES)}
+    spec = make_spec(text_dim=tables.query_table.shape[1])
+    ranker = MultiTaskRanker(spec, config_for("mlp_mtl", hidden=(16, 8))).eval()
+    return encoder, tables, texts, spec, ranker
+
+
+def _inputs(spec, tables, query_rows, item_rows):
+    n = len(item_rows)
+    return {
+        "request_cat": torch.zeros(n, len(spec.request_categorical), dtype=torch.long),
+        "item_cat": torch.zeros(n, len(spec.item_categorical), dtype=torch.long),
+        "numeric": torch.zeros(n, len(spec.numeric)),
+        "query_emb": tables.query_table[query_rows],
+        "item_emb": tables.item_table[item_rows],
+        "query_rows": query_rows,
+        "item_rows": item_rows,
+    }
+
+
+def test_the_untrained_tail_reproduces_the_frozen_encoder():
+    encoder, tables, texts, spec, ranker = _setup()
+    tuned = FineTunedText(ranker, EncoderTail(encoder), texts, tail_lr_scale=0.1).eval()
+    re_encoded = tuned.encode_tables(tables)  # float16 cached states: close, not equal
+    assert torch.allclose(re_encoded.item_table, tables.item_table, atol=2e-3)
+    assert torch.allclose(re_encoded.query_table, tables.query_table, atol=2e-3)
+    inputs = _inputs(spec, tables, torch.tensor([0, 0, 1, 2, 2]), torch.arange(5))
+    assert torch.allclose(tuned(inputs).logits, ranker(inputs).logits, atol=1e-3)
+
+
+def test_a_training_step_moves_the_last_layer_at_its_own_learning_rate():
+    encoder, tables, texts, spec, ranker = _setup()
+    tuned = FineTunedText(ranker, EncoderTail(encoder), texts, tail_lr_scale=0.1).train()
+    groups = tuned.parameter_groups(1e-3)
+    assert groups[1]["lr"] == 1e-4 and len(groups[1]["params"]) > 0
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    before = [p.detach().clone() for p in tuned.tail.parameters()]
+    inputs = _inputs(spec, tables, torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 2, 3]))
+    loss = tuned(inputs).logits.sum()
+    loss.backward()
+    optimizer.step()
+    moved = [not torch.equal(a, p) for a, p in zip(before, tuned.tail.parameters())]
+    assert any(moved)
