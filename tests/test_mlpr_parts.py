@@ -181,3 +181,15 @@ def test_checkpoint_round_trip(spec, tmp_path):
     inputs = make_inputs(spec, 8, 8)
     assert meta["family"] == "multitask"
     assert torch.equal(loaded(inputs).logits, model(inputs).logits)
+
+
+def test_one_specific_expert_per_task_gives_each_task_a_bottom_of_its_own(spec):
+    model = _randomised(MultiTaskRanker(spec, config_for("mlp_mtl", experts=0,
+                                                         specific_experts=1, **SMALL)))  # fmt: skip
+    inputs = make_inputs(spec, 16, 16)
+    before = model(inputs).logits
+    with torch.no_grad():
+        model.extraction.experts.item_weight[1] += 1.0  # task 1's (atc's) own expert
+    after = model(inputs).logits
+    assert torch.equal(after[:, [0, 2]], before[:, [0, 2]])
+    assert not torch.allclose(after[:, 1], before[:, 1])

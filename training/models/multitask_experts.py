@@ -135,8 +135,9 @@ class InputExpertLayer(nn.Module):
     def forward(self, inputs, request_vec, item_vec, skip_experts: bool = False):
         gatings = self.route(inputs, item_vec)
         if gatings is None:
-            out = self.experts(request_vec, item_vec)  # [B, 1, d]: the one shared expert
-            return out.expand(-1, self.candidates.shape[0], -1), None
+            # One candidate per task: the shared bottom (all tasks read expert 0) or, with
+            # one specific expert and no shared one, a bottom of its own per task.
+            return self.experts(request_vec, item_vec)[:, self.candidates[:, 0]], None
         weights = torch.stack([g.weights for g in gatings], dim=1)  # [G, T, C]
         if skip_experts:
             if not self.request_level or weights.shape[0] != 1:
@@ -185,7 +186,7 @@ class TaskExpertLayer(nn.Module):
         flat = vectors.reshape(b * t, d)
         out = self.experts(flat.new_zeros(1, 0), flat).reshape(b, t, -1, d)  # [B, T, E, d]
         if self.gates is None:
-            return out[:, torch.arange(t), self.candidates[:, 0]]
+            return out[:, torch.arange(t, device=out.device), self.candidates[:, 0]]
         weights = torch.stack([g(vectors[:, k]).weights for k, g in enumerate(self.gates)], 1)
         spread = _spread(weights, self.candidates, out.shape[2])  # [B, T, E]
         return torch.matmul(spread.unsqueeze(2), out).squeeze(2)
