@@ -12,19 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from training.data import schema
 from training.data import vocabulary as vocab
 from training.data.categories import CategoryTree
 
-# The static numeric features of an item, in the column order of `Catalog.static`.
-STATIC_FEATURES = (
-    "log_price",
-    "sales_volume",
-    "good_comment_ratio",
-    "brand_popularity",
-    "rating",
-    "log_review_count",
-    "discount",
-)
+# The static numeric features of an item, in the column order of `Catalog.static`: the
+# contract's numeric features but the two a session sets (hist_ctr, lexical_overlap).
+STATIC_FEATURES = schema.NUMERIC_FEATURES[:-2]
 _TITLE_SIZE_PROB, _TITLE_COLOUR_PROB, _TITLE_MATERIAL_PROB = 0.5, 0.8, 0.4
 _PRICE_TIER_Z = 1.0  # within-category price z beyond which titles say "Budget" / "Premium"
 _DISCOUNTED_SHARE = 0.35
