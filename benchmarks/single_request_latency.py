@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from loadtest.server_metrics import histogram_quantile
 from service.metrics import STAGES
 from service.process import ServiceProcess, metric_delta
 from service.text_encoder import load_embedding_store
@@ -47,27 +48,6 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
         if count:
             means[stage] = total / count
     return means
-
-
-def histogram_quantile(q: float, before: dict, after: dict, name: str, **labels) -> float:
-    """Prometheus' histogram_quantile over the buckets' growth: linear within a bucket."""
-    bounds = sorted(
-        (float(le), le)
-        for le in {
-            dict(pairs)["le"]
-            for sample, pairs in after
-            if sample == f"{name}_bucket" and labels.items() <= dict(pairs).items()
-        }
-    )
-    counts = [metric_delta(before, after, f"{name}_bucket", **labels, le=le) for _, le in bounds]
-    rank, lower, below = q * counts[-1], 0.0, 0.0
-    for (bound, _), count in zip(bounds, counts):
-        if count >= rank:
-            if bound == float("inf"):
-                return lower  # beyond the last finite bucket: its bound is all we know
-            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
-        lower, below = bound, count
-    return lower
 
 
 def main() -> None:
