@@ -33,44 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
 from service.embedding_store import item_key, to_bytes
 from service.text_encoder import VARIANTS, OnnxTextEncoder
+from training.data.catalog_file import read_catalog, write_embedding_store
 
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float16", "float32")
 EXISTS_CHUNK = 2000  # keys per pipelined EXISTS round trip
 MSET_CHUNK = 1000  # keys per MSET command within a batch's pipeline
-
-
-def read_catalog(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """(item_ids <U [n], titles) from a Parquet or CSV catalog.
-
-    Rows without a title are skipped (the service encodes those online or degrades); an id
-    that appears more than once keeps its first title.
-    """
-    path = Path(path)
-    columns = ["item_id", "item_title"]
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        frame = pd.read_parquet(path, columns=columns)
-    elif name.endswith((".csv", ".csv.gz")):
-        frame = pd.read_csv(path, usecols=columns, dtype={"item_id": str})
-    else:
-        raise ValueError(f"catalog must be .parquet, .csv or .csv.gz, got {path}")
-    missing = frame["item_title"].isna()
-    if missing.any():
-        logger.warning("%s: skipping %d items without a title", path, int(missing.sum()))
-    frame = frame[~missing]
-    frame = frame.assign(item_id=frame["item_id"].astype(str))
-    duplicated = frame["item_id"].duplicated()
-    if duplicated.any():
-        logger.warning("%s: %d repeated item_ids keep their first title", path, duplicated.sum())
-    frame = frame[~duplicated]
-    return frame["item_id"].to_numpy(dtype=str), frame["item_title"].astype(str).tolist()
 
 
 class RedisSink:
@@ -157,12 +130,7 @@ class FileSink:
         shutil.rmtree(self.parts)
 
     def _save(self, path: Path, item_ids: np.ndarray, vectors: np.ndarray) -> None:
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as file:  # a file object: numpy appends no ".npz"
-            np.savez(
-                file, item_ids=item_ids, embeddings=vectors, encoder_id=np.array(self.encoder_id)
-            )
-        os.replace(partial, path)
+        write_embedding_store(path, item_ids, vectors, self.encoder_id)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.data.catalog_file import read_catalog, write_embedding_store
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "all-minilm-l6-v2"
@@ -165,20 +167,6 @@ def encode(texts: Sequence[str], batch_size: int = 64, progress: bool = True) ->
     return default_encoder().encode(texts, batch_size=batch_size, progress=progress)
 
 
-def _read_catalog(catalog_path: Path):
-    import pandas as pd
-
-    columns = ["item_id", "item_title"]
-    name = catalog_path.name.lower()
-    if name.endswith(".parquet"):
-        frame = pd.read_parquet(catalog_path, columns=columns)
-    elif name.endswith((".csv", ".csv.gz")):
-        frame = pd.read_csv(catalog_path, usecols=columns, dtype={"item_id": str})
-    else:
-        raise ValueError(f"catalog must be .parquet, .csv or .csv.gz, got {catalog_path}")
-    return frame
-
-
 def precompute_catalog(
     catalog_path: str | Path,
     out_path: str | Path,
@@ -201,27 +189,7 @@ def precompute_catalog(
     catalog_path, out_path = Path(catalog_path), Path(out_path)
     encoder = encoder if encoder is not None else default_encoder()
 
-    frame = _read_catalog(catalog_path)
-    missing = frame["item_title"].isna()
-    if missing.any():
-        logger.warning("%s: skipping %d items without a title", catalog_path, int(missing.sum()))
-    frame = frame[~missing]
-    duplicated = frame["item_id"].duplicated()
-    if duplicated.any():
-        logger.warning(
-            "%s: %d repeated item_ids keep their first title", catalog_path, int(duplicated.sum())
-        )
-    frame = frame[~duplicated]
-
-    item_ids = frame["item_id"].astype(str).to_numpy(dtype=str)
-    titles = frame["item_title"].astype(str).tolist()
+    item_ids, titles = read_catalog(catalog_path)
     embeddings = encoder.encode(titles, batch_size=batch_size, progress=progress).astype(dtype)
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")
-    with open(partial, "wb") as file:  # a file object: numpy appends no ".npz" to the name
-        np.savez(
-            file, item_ids=item_ids, embeddings=embeddings, encoder_id=np.array(encoder.encoder_id)
-        )
-    os.replace(partial, out_path)
+    write_embedding_store(out_path, item_ids, embeddings, encoder.encoder_id)
     return len(item_ids)

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from training.data import schema
+from training.data.catalog_file import write_embedding_store
 from training.dataset import TextTables
 
 
@@ -52,13 +53,5 @@ def build_text_tables(
 def write_item_store(tables: TextTables, path: Path, encoder_id: str) -> None:
     """The item vectors as the file store the service preloads (service.text_encoder format)."""
     ids = sorted(tables.item_index, key=tables.item_index.get)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as file:  # a file object: numpy adds no ".npz"
-        np.savez(
-            file,
-            item_ids=np.array(ids, dtype=str),
-            embeddings=tables.item_table.numpy().astype(np.float16),
-            encoder_id=np.array(encoder_id),
-        )
-    partial.replace(path)
+    vectors = tables.item_table.numpy().astype(np.float16)
+    write_embedding_store(path, np.array(ids, dtype=str), vectors, encoder_id)
