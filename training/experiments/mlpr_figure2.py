@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from training.data.schema import ITEM_ID, QUERY_TEXT, TASKS  # noqa: E402
 from training.experiments.mlpr_eval import task_metrics  # noqa: E402
-from training.results import REPO_ROOT, write_results  # noqa: E402
+from training.results import results_dir, write_results  # noqa: E402
 from training.train import Prepared  # noqa: E402
 
 GROUPS = ("0-25%", "25-75%", "75-100%")
@@ -85,5 +85,5 @@ def _plot(rows: list[dict]) -> None:
             ax.set_title(f"{task}: {metric} gain over XGBoost (%)", fontsize=9)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(REPO_ROOT / "results" / "mlpr_figure2.png", dpi=110)
+    fig.savefig(results_dir() / "mlpr_figure2.png", dpi=110)
     plt.close(fig)
