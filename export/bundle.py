@@ -89,54 +89,83 @@ def manifest(
     ckpt: dict, graph: ServingGraph, spec: FeatureSpec, parity: dict, version: str
 ) -> dict:
     model, config = graph.model, ckpt["config"]
+    experts, top_k = _experts(graph, spec)
+    expert_info = {
+        "n": experts,
+        "k": top_k,
+        "gate_inputs": list(config["gate_inputs"]) if experts > 1 else [],
+        "gate_level": "none"
+        if experts == 1
+        else ("request" if model.request_level_gate else "item"),
+        "path": "skip" if graph.skip_experts else "dense",
+    }
+    return manifest_of(
+        ckpt["name"], ckpt["family"], list(config["tasks"]), graph.input_names, spec,
+        expert_info, config, ckpt["metrics"], parity, version,
+        normalisation="inside the graph: z-score with each numeric feature's mean and std",
+    )  # fmt: skip
+
+
+def manifest_of(
+    name: str,
+    family: str,
+    tasks: list[str],
+    input_names: list[str],
+    spec: FeatureSpec,
+    experts: dict,
+    model_config: dict,
+    training: dict,
+    parity: dict,
+    version: str,
+    normalisation: str,
+) -> dict:
+    """The manifest of any graph that takes the service's inputs (see ServingGraph)."""
     inputs = []
-    for name in graph.input_names:
-        level = "request" if name in REQUEST_INPUTS else "item"
-        dtype = "int64" if name.endswith("_cat") else "float32"
-        width = spec.text_dim if name.endswith("_emb") else len(_columns(name, spec))
+    for input_name in input_names:
+        level = "request" if input_name in REQUEST_INPUTS else "item"
+        dtype = "int64" if input_name.endswith("_cat") else "float32"
+        columns = _columns(input_name, spec)
+        width = spec.text_dim if input_name.endswith("_emb") else len(columns)
         shape = [1 if level == "request" else "B", width]
         inputs.append(
-            {
-                "name": name,
-                "level": level,
-                "dtype": dtype,
-                "shape": shape,
-                "columns": _columns(name, spec),
-            }
-        )
-    tasks = list(config["tasks"])
-    experts, top_k = _experts(graph, spec)
+            {"name": input_name, "level": level, "dtype": dtype, "shape": shape,
+             "columns": columns}
+        )  # fmt: skip
     return {
         "schema_version": SCHEMA_VERSION,
-        "name": ckpt["name"],
+        "name": name,
         "version": version,
-        "family": ckpt["family"],
+        "family": family,
         "tasks": tasks,
         "score": {"formula": "task_probability", "task": tasks[0]},
         "inputs": inputs,
         "outputs": list(OUTPUTS),
         "features": spec.to_dict(),
         "oov_rule": "index 0: any categorical value outside the vocabulary",
-        "normalisation": "inside the graph: z-score with each numeric feature's mean and std",
+        "normalisation": normalisation,
         "imputation": "a missing numeric feature takes its training mean",
         "text_encoder": {"id": spec.encoder_id, "dim": spec.text_dim, "dir": "text_encoder"}
         if spec.text_dim
         else None,
-        "experts": {
-            "n": experts,
-            "k": top_k,
-            "gate_inputs": list(config["gate_inputs"]) if experts > 1 else [],
-            "gate_level": "none"
-            if experts == 1
-            else ("request" if model.request_level_gate else "item"),
-            "path": "skip" if graph.skip_experts else "dense",
-        },
-        "model_config": config,
-        "training": ckpt["metrics"],
+        "experts": experts,
+        "model_config": model_config,
+        "training": training,
         "parity": parity,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
+
+
+def default_version() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+
+
+def move_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace out_dir by the finished staging directory."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), out_dir)
 
 
 def write_bundle(
@@ -160,7 +189,7 @@ def write_bundle(
         skip_experts = model.request_level_gate and top_k < experts
     if spec.text_dim and encoder_dir is None:
         raise ValueError("this model reads text embeddings: pass the text encoder directory")
-    version = version or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+    version = version or default_version()
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(
         dir=out_dir.parent if out_dir.parent.exists() else None
@@ -186,8 +215,5 @@ def write_bundle(
             shutil.copytree(encoder_dir, staging / "text_encoder")
         meta = manifest(ckpt, graph, spec, parity, version)
         (staging / "manifest.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), out_dir)
+        move_into_place(staging, out_dir)
     return meta

@@ -58,12 +58,16 @@ def prepare(
 
 def test_metrics(model, data: TensorData) -> dict[str, float]:
     """The papers' figures on the first task: session AUC, NDCG@10 and NDCG (whole list)."""
-    probs = predict(model, data)[:, 0]
+    return score_metrics(data, predict(model, data)[:, 0])
+
+
+def score_metrics(data: TensorData, scores) -> dict[str, float]:
+    """Session AUC, NDCG@10 and NDCG of `scores` [n] against the first task's labels."""
     labels = data.labels.numpy()[:, 0]
     return {
-        "session_auc": session_auc(labels, probs, data.sessions),
-        "ndcg_at_10": ndcg_at_k(labels, probs, data.sessions, k=10),
-        "ndcg": ndcg_at_k(labels, probs, data.sessions),
+        "session_auc": session_auc(labels, scores, data.sessions),
+        "ndcg_at_10": ndcg_at_k(labels, scores, data.sessions, k=10),
+        "ndcg": ndcg_at_k(labels, scores, data.sessions),
     }
 
 

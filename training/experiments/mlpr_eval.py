@@ -12,6 +12,7 @@ from training.experiments.common import mean_std
 from training.metrics import global_auc, ndcg_at_k, session_auc
 from training.train import Prepared, fit
 from training.trainer import TrainConfig, predict
+from training.xgboost_ranker import fit_rankers, margins, wide_features
 
 METRICS = ("auc", "session_auc", "ndcg_at_1", "ndcg_at_5")
 
@@ -78,38 +79,9 @@ def print_table(title: str, rows: list[dict], tasks, key: str = "model") -> None
                 print(f"{name:<40} {task:<9} {cells}")
 
 
-def wide_features(data: TensorData) -> np.ndarray:
-    """[n, f + r + c]: raw numeric features plus request and item category codes."""
-    parts = (data.numeric.numpy(), data.request_cat.numpy(), data.item_cat.numpy())
-    return np.hstack([p.astype(np.float32) for p in parts])
-
-
 def xgboost_scores(prepared: Prepared, seed: int, rounds: int = 200) -> np.ndarray:
-    """XGBoost ranker (rank:pairwise, one per task, grouped by session) on the wide features
-    only: no text embeddings, as the paper's baseline. Returns test scores [n, T]."""
-    from xgboost import XGBRanker
-
-    train = prepared.train
-    order = np.argsort(train.sessions, kind="stable")  # XGBoost wants each group contiguous
-    _, qid = np.unique(train.sessions[order], return_inverse=True)
-    features = wide_features(train)[order]
-    test_features = wide_features(prepared.test)
-    scores = []
-    for t in range(train.labels.shape[1]):
-        ranker = XGBRanker(
-            objective="rank:pairwise",
-            n_estimators=rounds,
-            max_depth=6,
-            learning_rate=0.1,
-            subsample=0.8,
-            colsample_bytree=0.8,
-            tree_method="hist",
-            random_state=seed,
-            n_jobs=2,
-        )
-        ranker.fit(features, train.labels.numpy()[order, t], qid=qid)
-        scores.append(ranker.predict(test_features))
-    return np.stack(scores, axis=1)
+    """XGBoost ranker (training/xgboost_ranker.py) -> test scores [n, T]."""
+    return margins(fit_rankers(prepared.train, seed, rounds), wide_features(prepared.test))
 
 
 def with_tasks(prepared: Prepared, columns: list[int]) -> Prepared:
