@@ -81,7 +81,8 @@ def print_report(stats: list[dict], client: dict, server: dict) -> None:
         print("  stage P99 (ms): ", json.dumps(server["stage_p99_ms"]))
         print(
             f"  item LRU hit ratio {server['item_lru_hit_ratio']}, online encodes "
-            f"{server['online_encodes']}, query LRU hit ratio {server['query_lru_hit_ratio']}, "
+            f"{server['online_encodes']}, deferred encodes {server['deferred_encodes']}, "
+            f"query LRU hit ratio {server['query_lru_hit_ratio']}, "
             f"rejected {server['rejected']}"
         )
 

@@ -90,6 +90,7 @@ def breakdown(before: Samples, after: Samples) -> dict:
             lookups(items, tier="lru", outcome="hit"), lookups(items, tier="lru")
         ),
         "online_encodes": int(lookups(items, tier="encoder", outcome="hit")),
+        "deferred_encodes": int(lookups(items, tier="encoder", outcome="deferred")),
         "query_lru_hit_ratio": _ratio(
             lookups("moerank_query_embedding_lookups_total", outcome="hit"),
             lookups("moerank_query_embedding_lookups_total"),

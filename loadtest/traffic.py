@@ -9,7 +9,8 @@ Where the requests come from:
   their timestamps, each with the product clicked and other products of the catalog.
 
 What the traffic looks like (`Mix`): list sizes drawn from a mix (100 items most often), a
-share of cold items (ids no store holds, with titles, so the service encodes them online), a
+share of cold items (ids no store holds, with titles, which the service encodes: after its answer
+by default, during the request with MOERANK_COLD_ITEMS=inline), a
 share of requests for the head queries, and a share of bad requests of each kind in
 `BAD_REQUESTS`, each of which must get its 4xx.
 

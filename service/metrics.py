@@ -49,8 +49,9 @@ ITEMS_PER_REQUEST = Histogram(
 EMBEDDING_LOOKUPS = Counter(
     "moerank_embedding_lookups_total",
     "Item embedding lookups by tier (lru, redis or memory store, encoder) and outcome (hit, "
-    "miss, error). encoder/hit: the title was encoded online; encoder/miss: no title, so a "
-    "zero vector.",
+    "miss, error, deferred). encoder/hit: the title was encoded during the request; "
+    "encoder/deferred: answered with a zero vector, the title encoded after; encoder/miss: no "
+    "title, so a zero vector.",
     ["tier", "outcome"],
 )
 QUERY_LOOKUPS = Counter(
@@ -78,6 +79,12 @@ BREAKER_STATE = Gauge(
     "moerank_redis_breaker_state",
     "Redis circuit breaker: 0 closed, 1 half-open, 2 open (the worst worker).",
     multiprocess_mode="livemax",
+)
+DEFERRED_ENCODES = Counter(
+    "moerank_deferred_encodes_total",
+    "Cold items' titles encoded after their answer, by outcome (ok, error, dropped: the "
+    "queue was full).",
+    ["outcome"],
 )
 WRITE_BACKS = Counter(
     "moerank_embedding_write_backs_total",

@@ -49,6 +49,7 @@ class RankingService:
         degraded = {
             "embedding_cache_misses": 0,
             "online_encodes": 0,
+            "deferred_encodes": 0,
             "missing_embeddings": 0,
             "imputed_features": inputs.imputed_features,
             "oov_categories": inputs.oov_categories,

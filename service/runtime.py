@@ -81,6 +81,8 @@ class Runtime:
             settings.lru_items,
             settings.lru_queries,
             run_blocking,
+            settings.cold_items,
+            settings.pending_encodes,
         )
         if settings.embedding_store_path:
             saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)

@@ -107,6 +107,9 @@ class Degraded(BaseModel):
 
     embedding_cache_misses: int = Field(0, description="items in neither the LRU nor the store")
     online_encodes: int = Field(0, description="titles encoded during the request")
+    deferred_encodes: int = Field(
+        0, description="titles encoded after this answer (zero vector now, cached from the next)"
+    )
     missing_embeddings: int = Field(0, description="no embedding and no title: zero vector")
     imputed_features: int = Field(0, description="numeric features given the training mean")
     oov_categories: int = Field(0, description="categorical values outside the vocabulary")

@@ -200,6 +200,9 @@ def service_env(small_bundle) -> dict[str, str]:
         "MOERANK_INTRA_OP_THREADS": "1",
         "MOERANK_INFERENCE_THREADS": "2",
         "MOERANK_WARMUP_CALLS": "1",
+        # Most tests check what an online encode returns; test_service_redis checks the default
+        # (background) mode.
+        "MOERANK_COLD_ITEMS": "inline",
     }
 
 

@@ -89,6 +89,7 @@ def test_rank_returns_the_bundle_ranking(server, small_bundle, example):
     assert answer["degraded"] == {
         "embedding_cache_misses": 0,
         "online_encodes": 0,
+        "deferred_encodes": 0,
         "missing_embeddings": 0,
         "imputed_features": 0,
         "oov_categories": 0,

@@ -99,6 +99,54 @@ def test_lru_then_redis_then_online_encode_with_write_back(server, small_bundle,
     assert scores(from_redis) == scores(encoded)
 
 
+def fresh_ids(body: dict) -> dict:
+    tag = uuid.uuid4().hex
+    return {**body, "items": [{**it, "id": f"{tag}-{k}"} for k, it in enumerate(body["items"])]}
+
+
+def test_background_mode_answers_cold_items_now_and_encodes_them_after(
+    server, service_env, redis_prefix, example
+):
+    """The default mode: a cold item ranks with the zero vector (as an item without a title),
+    flagged; its title is encoded after the answer and written back, and from then on it ranks
+    exactly as when encoded during the request."""
+    inline, key_prefix = server
+    client = redis.Redis.from_url(SHARED_REDIS)
+    n = len(example["items"])
+    env = {**service_env, "MOERANK_REDIS_URL": SHARED_REDIS, "MOERANK_KEY_PREFIX": redis_prefix,
+           "MOERANK_LRU_PRELOAD_ITEMS": "0", "MOERANK_COLD_ITEMS": "background"}  # fmt: skip
+    cold = fresh_ids(example)
+    no_titles = [{k: v for k, v in it.items() if k != "title"} for it in example["items"]]
+    untitled = fresh_ids({**example, "items": no_titles})
+    with ServiceProcess(env) as service:
+        before = service.metrics()
+        first = rank(service.url, cold)
+        degraded = first["degraded"]
+        assert (degraded["deferred_encodes"], degraded["online_encodes"]) == (n, 0)
+        assert degraded["embedding_cache_misses"] == n
+        without_vectors = rank(inline.url, untitled)
+        assert [i["score"] for i in first["items"]] == [
+            i["score"] for i in without_vectors["items"]
+        ]
+        keys = [f"{key_prefix}{it['id']}" for it in cold["items"]]
+        deadline = time.monotonic() + 20
+        while client.exists(*keys) < n:
+            assert time.monotonic() < deadline, "the deferred titles were never written back"
+            time.sleep(0.05)
+        after = service.metrics()
+        assert metric_delta(before, after, "moerank_deferred_encodes_total", outcome="ok") == n
+        second = rank(service.url, cold)
+    assert second["degraded"]["embedding_cache_misses"] == 0
+    encoded_inline = rank(inline.url, fresh_ids(example))  # same titles, encoded in the request
+    assert encoded_inline["degraded"]["online_encodes"] == n
+    position = {it["id"]: k for k, it in enumerate(cold["items"])}
+    mine = {position[i["id"]]: i["score"] for i in second["items"]}
+    theirs = {int(i["id"].rsplit("-", 1)[1]): i["score"] for i in encoded_inline["items"]}
+    # int8 dynamic quantisation scales activations per batch, and the background encoder batches
+    # titles differently from one inline call: equal to float16 rounding, not bit for bit.
+    assert mine == pytest.approx(theirs, abs=2e-3)
+
+
 def test_a_corrupt_stored_value_is_a_miss_not_an_error(server, example):
     service, key_prefix = server
     url = service.url
