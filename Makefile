@@ -58,6 +58,7 @@ bench: bundle
 	$(PY) benchmarks/export_paths.py
 	$(PY) benchmarks/text_encoder.py --encoder $(ARTIFACTS)/encoder
 	$(PY) benchmarks/serve_latency.py --model default=$(BUNDLE) --artifacts $(ARTIFACTS)
+	$(PY) benchmarks/mlpr_table5.py --artifacts $(ARTIFACTS)
 
 # The catalog's embeddings precomputed into Redis: the compose stack's embed-items job.
 embed-redis: bundle

@@ -228,6 +228,7 @@ def warm_up(service, traffic: Traffic, sessions: list[int]) -> None:
 
 
 def measure(model: ModelConfig, log, args) -> list[dict]:
+    """Every point of the run for one model, warm cache (all stored vectors in the LRU)."""
     store_items = len(load_embedding_store(args.artifacts / "item_embeddings.npz").item_ids)
     env = {
         "MOERANK_BUNDLE_PATH": str(model.bundle),
@@ -235,6 +236,18 @@ def measure(model: ModelConfig, log, args) -> list[dict]:
         "MOERANK_LRU_PRELOAD_ITEMS": str(store_items),  # every stored vector in the LRU
         **dict(e.split("=", 1) for e in args.env),
     }
+    points = [
+        (concurrency, rate, cold_share)
+        for cold_share in args.cold_shares
+        for concurrency, rate in [(c, None) for c in args.concurrency]
+        + [(None, r) for r in (args.cold_rates if cold_share else args.rates)]
+    ]
+    return measure_points(model.name, model.path, env, points, log, args)
+
+
+def measure_points(name: str, path: str, env: dict, points, log, args) -> list[dict]:
+    """Start the service with `env`, warm it up, and measure each (concurrency, rate,
+    cold_share) point (closed loop when concurrency is set, else open loop at rate)."""
     rng = random.Random(0)
     sessions = rng.sample(range(len(log.queries)), min(args.sessions, len(log.queries)))
     rows = []
@@ -244,16 +257,13 @@ def measure(model: ModelConfig, log, args) -> list[dict]:
 
     with ServiceProcess(env) as service:
         warm_up(service, traffic(0.0), sessions)
-        for cold_share in args.cold_shares:
-            rates = args.cold_rates if cold_share else args.rates
-            points = [(c, None) for c in args.concurrency] + [(None, r) for r in rates]
-            for concurrency, rate in points:
-                row = run_point(service, traffic(cold_share), sessions, concurrency, rate, args)
-                config = {"model": model.name, "path": model.path, "items": args.items}
-                row = {**config, "cold_share": cold_share, **row}
-                rows.append(row)
-                print_row(row)
-                settle(service)
+        for concurrency, rate, cold_share in points:
+            row = run_point(service, traffic(cold_share), sessions, concurrency, rate, args)
+            config = {"model": name, "path": path, "items": args.items}
+            row = {**config, "cold_share": cold_share, **row}
+            rows.append(row)
+            print_row(row)
+            settle(service)
     return rows
 
 

@@ -16,6 +16,7 @@ def tiny(monkeypatch, tmp_path, small_log_dir):
         hidden=(16, 8),
         train=TrainConfig(epochs=1, lr=3e-3, batch_size=1024),
         sweep_seeds=(0,),
+        sweep_epochs=1,
     )
     monkeypatch.setitem(common.SIZES, "tiny", tiny_size)
     monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))

@@ -170,6 +170,14 @@ def figure6(prepared, runs: dict[str, list], size: str, data_dir: Path) -> None:
     )
 
 
+def sweep(prepared, size: str, options: dict) -> list:
+    """Adv & HSC-MoE with `options` over the sweep seeds, for the sweep epochs."""
+    sweep_size = SIZES[size]
+    return run_seeds(
+        prepared, size, "adv_hsc_moe", sweep_size.sweep_seeds, options, sweep_size.sweep_epochs
+    )
+
+
 def table5(size: str, artifacts: Path) -> None:
     """Gate inputs (N=10, K=4, D=1, λ1=λ2=1e-2 as in the paper's Table 5)."""
     prepared = prepare_size(size, artifacts, text=True)
@@ -183,7 +191,7 @@ def table5(size: str, artifacts: Path) -> None:
         }
         for seed, (_, metrics) in zip(
             SIZES[size].sweep_seeds,
-            run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+            sweep(prepared, size, options),
         ):
             rows.append({"gate_input": label, "seed": seed, **metrics["test"]})
     write_results("adv_hsc_moe_table5", rows, {"size": size, "text": True})
@@ -201,7 +209,7 @@ def figure7(prepared, size: str) -> None:
         options = {"experts": n, "top_k": k, "disagreeing": d}
         for seed, (_, metrics) in zip(
             SIZES[size].sweep_seeds,
-            run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+            sweep(prepared, size, options),
         ):
             rows.append(
                 {"experts": n, "top_k": k, "disagreeing": d, "seed": seed, **metrics["test"]}
@@ -230,7 +238,7 @@ def table6(prepared, size: str) -> None:
             options = {"hsc_weight": l1, "adversarial_weight": l2}
             for seed, (_, metrics) in zip(
                 SIZES[size].sweep_seeds,
-                run_seeds(prepared, size, "adv_hsc_moe", SIZES[size].sweep_seeds, options),
+                sweep(prepared, size, options),
             ):
                 rows.append({"lambda1": l1, "lambda2": l2, "seed": seed, **metrics["test"]})
     write_results("adv_hsc_moe_table6", rows, {"size": size})

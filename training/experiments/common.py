@@ -20,6 +20,7 @@ class Size:
     hidden: tuple[int, ...]
     train: TrainConfig
     sweep_seeds: tuple[int, ...]  # seeds for the hyper-parameter sweeps
+    sweep_epochs: int  # epochs of each sweep run (Tables 5-6, Figure 7)
 
 
 SIZES = {
@@ -31,6 +32,7 @@ SIZES = {
         hidden=(64, 32),
         train=TrainConfig(epochs=2, lr=3e-3, batch_size=512, patience=1),
         sweep_seeds=(0,),
+        sweep_epochs=2,
     ),
     "full": Size(
         data=GeneratorConfig(impressions=1_000_000),
@@ -39,7 +41,10 @@ SIZES = {
         # ~9 h on 2 cores, so the full size uses 128 x 64 towers (same structure, N, K, D).
         hidden=(128, 64),
         train=TrainConfig(epochs=4, lr=1e-3, batch_size=1024, patience=1),
+        # 21 sweep runs (N up to 32 experts) at 4 epochs would take ~2 h on one core; the
+        # sweeps compare settings with each other, at 2 epochs each.
         sweep_seeds=(0,),
+        sweep_epochs=2,
     ),
 }
 
@@ -57,13 +62,19 @@ def prepare_size(size: str, artifacts: Path, text: bool = False) -> Prepared:
 
 
 def run_seeds(
-    prepared: Prepared, size: str, model: str, seeds, overrides: dict | None = None
+    prepared: Prepared,
+    size: str,
+    model: str,
+    seeds,
+    overrides: dict | None = None,
+    epochs: int | None = None,
 ) -> list[tuple[object, dict]]:
-    """Train `model` once per seed; returns [(trained model, metrics)]."""
+    """Train `model` once per seed (for `epochs`, default the size's); [(model, metrics)]."""
     options = {"hidden": SIZES[size].hidden, **(overrides or {})}
+    train = SIZES[size].train
     runs = []
     for seed in seeds:
-        config = TrainConfig(**{**SIZES[size].train.__dict__, "seed": seed})
+        config = TrainConfig(**{**train.__dict__, "seed": seed, "epochs": epochs or train.epochs})
         runs.append(fit(prepared, model, options, config, progress=False))
     return runs
 
