@@ -254,9 +254,11 @@ class EmbeddingResolver:
 
 
 def _lower_priority() -> None:
-    """The background encoder's thread runs at nice 10, so deferred encodes use the CPU the
-    ranking calls leave idle (Linux: a thread's nice value is its own)."""
+    """The background encoder's thread runs at nice 19, so deferred encodes use the CPU the
+    ranking calls leave idle (Linux: a thread's nice value is its own). On 2 vCPUs that is
+    not all of it: the encoder's matmuls still slow a concurrent call (the same P99 bump came
+    from a separate SCHED_IDLE process encoding beside the service)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except OSError:
         log.warning("could not lower the background encoder's priority")
