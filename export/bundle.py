@@ -99,10 +99,12 @@ def manifest(
         else ("request" if model.request_level_gate else "item"),
         "path": "skip" if graph.skip_experts else "dense",
     }
+    tasks = list(config["tasks"])
     return manifest_of(
-        ckpt["name"], ckpt["family"], list(config["tasks"]), graph.input_names, spec,
+        ckpt["name"], ckpt["family"], tasks, graph.input_names, spec,
         expert_info, config, ckpt["metrics"], parity, version,
         normalisation="inside the graph: z-score with each numeric feature's mean and std",
+        score_task=getattr(model, "score_task", tasks[0]),
     )  # fmt: skip
 
 
@@ -118,8 +120,10 @@ def manifest_of(
     parity: dict,
     version: str,
     normalisation: str,
+    score_task: str | None = None,
 ) -> dict:
-    """The manifest of any graph that takes the service's inputs (see ServingGraph)."""
+    """The manifest of any graph that takes the service's inputs (see ServingGraph); the
+    service ranks by `score_task` (default the first task)."""
     inputs = []
     for input_name in input_names:
         level = "request" if input_name in REQUEST_INPUTS else "item"
@@ -137,7 +141,7 @@ def manifest_of(
         "version": version,
         "family": family,
         "tasks": tasks,
-        "score": {"formula": "task_probability", "task": tasks[0]},
+        "score": {"formula": "task_probability", "task": score_task or tasks[0]},
         "inputs": inputs,
         "outputs": list(OUTPUTS),
         "features": spec.to_dict(),

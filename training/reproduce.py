@@ -8,10 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.experiments import adv_hsc_moe, mlpr, mlpr_real
+from training.experiments import adv_hsc_moe, hmoe, mlpr, mlpr_real
 from training.experiments.common import SIZES
 
-EXPERIMENTS = {"adv_hsc_moe": adv_hsc_moe.main, "mlpr": mlpr.main, "mlpr_real": mlpr_real.main}
+EXPERIMENTS = {
+    "adv_hsc_moe": adv_hsc_moe.main,
+    "mlpr": mlpr.main,
+    "mlpr_real": mlpr_real.main,
+    "hmoe": hmoe.main,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 import torch
 
 from training.features import FeatureSpec
-from training.models import category_moe, mlpr
+from training.models import category_moe, hmoe, mlpr
 
 # family name -> (model class, config class, recipes)
 FAMILIES = {
@@ -21,6 +21,7 @@ FAMILIES = {
         category_moe.RECIPES,
     ),
     "multitask": (mlpr.MultiTaskRanker, mlpr.MultiTaskConfig, mlpr.RECIPES),
+    "hmoe": (hmoe.HMoE, hmoe.HMoEConfig, hmoe.RECIPES),
 }
 
 
