@@ -39,3 +39,17 @@ def test_table2_figure5_figure6_write_their_results(tiny, small_log, small_log_d
     assert all(-1 <= r["silhouette_by_top_category"] <= 1 for r in figure6)
     assert (tiny / "adv_hsc_moe_figure5.png").stat().st_size > 0
     assert (tiny / "adv_hsc_moe_figure6.png").stat().st_size > 0
+
+
+def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):
+    from training.experiments import wecan
+
+    models = wecan.table4(small_log, "tiny")
+    wecan.figure2(models["can"], small_log, "tiny")
+    table4 = json.loads((tiny / "wecan_table4.json").read_text())["rows"]
+    assert {r["model"] for r in table4} == set(wecan.MODELS)
+    assert {"all", "general"} <= {r["domain"] for r in table4}
+    assert all(0.5 < r["auc"] < 1 for r in table4 if r["domain"] == "all")
+    figure2 = json.loads((tiny / "wecan_figure2.json").read_text())["rows"]
+    assert {r["field"] for r in figure2} == set(wecan.FIELDS)
+    assert all(0 < r["weight"] < 1 for r in figure2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.experiments import adv_hsc_moe, hmoe, mlpr, mlpr_real
+from training.experiments import adv_hsc_moe, hmoe, mlpr, mlpr_real, wecan
 from training.experiments.common import SIZES
 
 EXPERIMENTS = {
@@ -16,6 +16,7 @@ EXPERIMENTS = {
     "mlpr": mlpr.main,
     "mlpr_real": mlpr_real.main,
     "hmoe": hmoe.main,
+    "wecan": wecan.main,
 }
 
 

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 import torch
 
 from training.features import FeatureSpec
-from training.models import category_moe, hmoe, mlpr
+from training.models import category_moe, hmoe, mlpr, wecan
 
 # family name -> (model class, config class, recipes)
 FAMILIES = {
@@ -22,6 +22,7 @@ FAMILIES = {
     ),
     "multitask": (mlpr.MultiTaskRanker, mlpr.MultiTaskConfig, mlpr.RECIPES),
     "hmoe": (hmoe.HMoE, hmoe.HMoEConfig, hmoe.RECIPES),
+    "wecan": (wecan.WeCan, wecan.WeCanConfig, wecan.RECIPES),
 }
 
 

@@ -1,0 +1,104 @@
+"""we-can experiments: cross-domain AUC per platform (Table 4's shape) and the per-domain
+attention weights of price and brand features (Figure 2).
+
+python -m training.experiments.wecan --size small|full
+Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc}) and
+results/wecan_figure2.json (rows {domain, field, weight}: mean attention weight of each field
+on the test set, per platform). The generated log's platforms are the paper's three
+(general A, high-end B, budget C; traffic 100:10:1) with brand mattering more on high-end and
+price on budget (training/data/generator.py). All platforms train jointly (the paper pairs A
+with B and with C); Deep & Cross on all data stands for the models without transfer design.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.data import schema
+from training.experiments.common import SIZES, data_dir, mean_std, prepare_size, run_seeds
+from training.metrics import global_auc, session_auc
+from training.results import write_results
+
+MODELS = ("deep_cross", "shared_private", "can", "we_can")
+FIELDS = ("log_price", "brand_popularity", "brand")  # what Figure 2's platforms differ in
+# we-can Table 4 (joint A & C): AUC on A and C.
+PAPER_TABLE4 = {"Self-train (CAN-s)": (0.7456, 0.6734), "TL-WD": (0.7460, 0.6891),
+                "WE-CAN": (0.7489, 0.7011)}  # fmt: skip
+
+
+def table4(prepared, size: str) -> dict:
+    test = prepared.test
+    domains = prepared.test_frame[schema.PLATFORM].to_numpy()
+    labels = test.labels.numpy()[:, 0]
+    rows, models = [], {}
+    for name in MODELS:
+        runs = run_seeds(prepared, size, name, SIZES[size].seeds)
+        models[name] = runs[0][0]
+        for seed, (model, _) in zip(SIZES[size].seeds, runs):
+            scores = predict_clicks(model, test)
+            for domain in ("all", *sorted(set(domains))):
+                mask = np.ones(len(labels), bool) if domain == "all" else domains == domain
+                rows.append({"model": name, "seed": seed, "domain": str(domain),
+                             "auc": global_auc(labels[mask], scores[mask]),
+                             "session_auc": session_auc(labels[mask], scores[mask],
+                                                        test.sessions[mask])})  # fmt: skip
+        print(f"  {name} done", flush=True)
+    order = ["all", *sorted(set(map(str, domains)))]
+    summary = {name: {d: mean_std([r["auc"] for r in rows if r["model"] == name
+                                   and r["domain"] == d]) for d in order} for name in MODELS}  # fmt: skip
+    write_results("wecan_table4", rows, {"size": size, "summary": summary, "paper": PAPER_TABLE4})
+    print(f"\nTable 4 ({size}): AUC by platform, mean ± std over seeds {SIZES[size].seeds}")
+    for name in MODELS:
+        print(f"  {name:<16} " + "  ".join(f"{d}: {summary[name][d]}" for d in order))
+    return models
+
+
+def predict_clicks(model, data) -> np.ndarray:
+    from training.trainer import predict
+
+    return predict(model, data)[:, 0]
+
+
+@torch.no_grad()
+def figure2(model, prepared, size: str) -> None:
+    """Mean attention weight a^j of the price and brand fields per platform (test rows)."""
+    model.eval()
+    test, spec = prepared.test, prepared.spec
+    rows = torch.arange(min(len(test), 50_000))
+    inputs = test.batch(rows)
+    request, item = model.inputs(inputs)
+    fields = torch.cat([request, item], dim=1)
+    column = [f.name for f in spec.request_categorical].index(schema.PLATFORM)
+    vocab = spec.request_categorical[column].vocab
+    out = []
+    for code, platform in enumerate(vocab, start=1):
+        weights = model.field_weights(fields, torch.full((len(rows),), code)).mean(0)
+        for name in FIELDS:
+            weight = float(weights[model.inputs.fields.index(name)])
+            out.append({"domain": platform, "field": name, "weight": weight})
+    write_results("wecan_figure2", out, {"size": size, "model": "can"})
+    print("Figure 2 (mean attention weight per platform):")
+    for platform in vocab:
+        cells = {r["field"]: round(r["weight"], 3) for r in out if r["domain"] == platform}
+        print(f"  {platform:<10} {cells}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.experiments.wecan", description=__doc__
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args(argv)
+    data_dir(args.size, args.artifacts)
+    prepared = prepare_size(args.size, args.artifacts)
+    models = table4(prepared, args.size)
+    figure2(models["can"], prepared, args.size)
+
+
+if __name__ == "__main__":
+    main()
