@@ -6,7 +6,6 @@ Each writes results/adv_hsc_moe_<name>.json (and a PNG where the paper shows a f
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +20,7 @@ from training.dataset import category_counts  # noqa: E402
 from training.experiments.common import (  # noqa: E402
     SIZES,
     data_dir,
+    experiment_args,
     mean_std,
     prepare_size,
     run_seeds,
@@ -252,13 +252,7 @@ EXPERIMENTS = ("table2", "figure5", "figure6", "table5", "figure7", "table6")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.experiments.adv_hsc_moe", description=__doc__
-    )
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
+    args = experiment_args("adv_hsc_moe", __doc__, SIZES, argv, EXPERIMENTS)
     only = set(args.only)
     needs_table2 = only & {"table2", "figure5", "figure6"}
     prepared = prepare_size(args.size, args.artifacts) if only - {"table5"} else None

@@ -3,6 +3,7 @@ and one loop that trains a list of recipes over seeds."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +83,17 @@ def run_seeds(
 def mean_std(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.4f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.4f}"
+
+
+def experiment_args(
+    module: str, doc: str | None, sizes, argv: list[str] | None, only: tuple[str, ...] = ()
+) -> argparse.Namespace:
+    """The options every experiment CLI shares: --size, --artifacts and, given `only`, --only."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m training.experiments.{module}", description=doc
+    )
+    parser.add_argument("--size", choices=sorted(sizes), default="small")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    if only:
+        parser.add_argument("--only", nargs="+", choices=only, default=list(only))
+    return parser.parse_args(argv)

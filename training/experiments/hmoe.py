@@ -10,14 +10,13 @@ so purchases number in the thousands at full size; ranking is by pCTR x pCVR.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from training.data import schema
-from training.experiments.common import mean_std
+from training.experiments.common import experiment_args, mean_std
 from training.experiments.mlpr import MLPR_SIZES, data_dir
 from training.metrics import global_auc, ndcg_at_k, session_auc
 from training.results import write_results
@@ -76,12 +75,7 @@ def table3(size: str, artifacts: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.experiments.hmoe", description=__doc__
-    )
-    parser.add_argument("--size", choices=sorted(MLPR_SIZES), default="small")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
+    args = experiment_args("hmoe", __doc__, MLPR_SIZES, argv)
     table3(args.size, args.artifacts)
 
 

@@ -9,7 +9,6 @@ positives to rank; every neural model reads the MiniLM query/product embeddings.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from training.data.generator import GeneratorConfig, generate
 from training.data.schema import TASKS
-from training.experiments.common import SIZES
+from training.experiments.common import SIZES, experiment_args
 from training.experiments.mlpr_eval import (
     lifts,
     metric_rows,
@@ -211,13 +210,7 @@ EXPERIMENTS = ("table2", "table4", "gating", "figure2", "table3")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.experiments.mlpr", description=__doc__
-    )
-    parser.add_argument("--size", choices=sorted(MLPR_SIZES), default="small")
-    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
+    args = experiment_args("mlpr", __doc__, MLPR_SIZES, argv, EXPERIMENTS)
     only, directory = set(args.only), data_dir(args.size, args.artifacts)
     prepared = prepare(directory, tasks=TASKS, text=True, progress=False)
     scores: dict = {}

@@ -12,14 +12,18 @@ with B and with C); Deep & Cross on all data stands for the models without trans
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from training.data import schema
-from training.experiments.common import SIZES, data_dir, mean_std, prepare_size, run_seeds
+from training.experiments.common import (
+    SIZES,
+    data_dir,
+    experiment_args,
+    mean_std,
+    prepare_size,
+    run_seeds,
+)
 from training.metrics import global_auc, session_auc
 from training.results import write_results
 
@@ -88,12 +92,7 @@ def figure2(model, prepared, size: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.experiments.wecan", description=__doc__
-    )
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
+    args = experiment_args("wecan", __doc__, SIZES, argv)
     data_dir(args.size, args.artifacts)
     prepared = prepare_size(args.size, args.artifacts)
     models = table4(prepared, args.size)
