@@ -53,3 +53,4 @@ def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):
     figure2 = json.loads((tiny / "wecan_figure2.json").read_text())["rows"]
     assert {r["field"] for r in figure2} == set(wecan.FIELDS)
     assert all(0 < r["weight"] < 1 for r in figure2)
+    assert (tiny / "wecan_figure2.png").stat().st_size > 0

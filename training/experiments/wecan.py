@@ -3,7 +3,7 @@ attention weights of price and brand features (Figure 2).
 
 python -m training.experiments.wecan --size small|full
 Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc}) and
-results/wecan_figure2.json (rows {domain, field, weight}: mean attention weight of each field
+results/wecan_figure2.json + .png (rows {domain, field, weight}: mean attention weight of a field
 on the test set, per platform). The generated log's platforms are the paper's three
 (general A, high-end B, budget C; traffic 100:10:1) with brand mattering more on high-end and
 price on budget (training/data/generator.py). All platforms train jointly (the paper pairs A
@@ -25,7 +25,7 @@ from training.experiments.common import (
     run_seeds,
 )
 from training.metrics import global_auc, session_auc
-from training.results import write_results
+from training.results import results_dir, write_results
 
 MODELS = ("deep_cross", "shared_private", "can", "we_can")
 FIELDS = ("log_price", "brand_popularity", "brand")  # what Figure 2's platforms differ in
@@ -85,10 +85,31 @@ def figure2(model, prepared, size: str) -> None:
             weight = float(weights[model.inputs.fields.index(name)])
             out.append({"domain": platform, "field": name, "weight": weight})
     write_results("wecan_figure2", out, {"size": size, "model": "can"})
+    plot_figure2(out, list(vocab))
     print("Figure 2 (mean attention weight per platform):")
     for platform in vocab:
         cells = {r["field"]: round(r["weight"], 3) for r in out if r["domain"] == platform}
         print(f"  {platform:<10} {cells}")
+
+
+def plot_figure2(rows: list[dict], platforms: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(FIELDS)
+    for j, name in enumerate(FIELDS):
+        heights = [next(r["weight"] for r in rows if r["domain"] == p and r["field"] == name)
+                   for p in platforms]  # fmt: skip
+        ax.bar(np.arange(len(platforms)) + j * width, heights, width, label=name)
+    ax.set_xticks(np.arange(len(platforms)) + width, platforms)
+    ax.set_ylabel("mean attention weight a^j")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results_dir() / "wecan_figure2.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
