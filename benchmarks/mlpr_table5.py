@@ -119,7 +119,8 @@ def main() -> None:
             env = {**base_env, "MOERANK_BUNDLE_PATH": str(bundle), **env}
             # Encoding 100 titles per call is ~100x slower: give that row enough calls.
             seconds = args.seconds * (3 if cold else 1)
-            measured = measure_points(model, path, env, points, log, replace_seconds(args, seconds))
+            timed = argparse.Namespace(**{**vars(args), "seconds": seconds})
+            measured = measure_points(model, path, env, points, log, timed)
             rows += [{**row, "deployment": deployment} for row in measured]
     finally:
         client = redis.Redis.from_url(args.redis_url)
@@ -139,12 +140,6 @@ def main() -> None:
              "paper_p99_over_xgboost": {k: round(v / 58, 2) for k, v in PAPER_P99_MS.items()},
              "bundles": {k: str(v) for k, v in bundles.items()}, "seconds": args.seconds}  # fmt: skip
     print("wrote", write_results(args.name, rows, extra))
-
-
-def replace_seconds(args, seconds: float):
-    copy = argparse.Namespace(**vars(args))
-    copy.seconds = seconds
-    return copy
 
 
 def batched(iterable, n: int):

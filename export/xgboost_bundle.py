@@ -29,6 +29,7 @@ from export.bundle import (
     manifest_of,
     move_into_place,
 )
+from export.serving_graph import example_inputs
 from training.data.schema import TASKS
 from training.features import FeatureSpec
 from training.xgboost_ranker import margins, wide_rows
@@ -117,18 +118,13 @@ def check_parity(path: Path, rankers: list, spec: FeatureSpec) -> dict[int, floa
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = {}
     for items in PARITY_BATCHES:
-        rng = np.random.default_rng(1000 + items)
-        request = [[rng.integers(0, fd.cardinality) for fd in spec.request_categorical]]
-        item = [
-            [rng.integers(0, fd.cardinality) for fd in spec.item_categorical] for _ in range(items)
-        ]
-        tensors = {
-            "request_cat": np.array(request, np.int64).reshape(1, -1),
-            "item_cat": np.array(item, np.int64).reshape(items, -1),
-            "numeric": rng.normal(size=(items, len(spec.numeric))).astype(np.float32)
-            * np.array([max(fd.std, 1e-3) for fd in spec.numeric], np.float32)
-            + np.array([fd.mean for fd in spec.numeric], np.float32),
-        }
+        request_cat, item_cat, numeric = (
+            t.numpy() for t in example_inputs(None, spec, items, seed=1000 + items)[:3]
+        )
+        # Trees split on raw values: spread the draws over each feature's training range.
+        numeric = numeric * np.array([max(f.std, 1e-3) for f in spec.numeric], np.float32)
+        numeric += np.array([f.mean for f in spec.numeric], np.float32)
+        tensors = {"request_cat": request_cat, "item_cat": item_cat, "numeric": numeric}
         wide = wide_rows(
             tensors["numeric"], np.repeat(tensors["request_cat"], items, 0), tensors["item_cat"]
         )

@@ -26,6 +26,7 @@ from training.experiments.common import (
 )
 from training.metrics import global_auc, session_auc
 from training.results import results_dir, write_results
+from training.trainer import predict
 
 MODELS = ("deep_cross", "shared_private", "can", "we_can")
 FIELDS = ("log_price", "brand_popularity", "brand")  # what Figure 2's platforms differ in
@@ -43,7 +44,7 @@ def table4(prepared, size: str) -> dict:
         runs = run_seeds(prepared, size, name, SIZES[size].seeds)
         models[name] = runs[0][0]
         for seed, (model, _) in zip(SIZES[size].seeds, runs):
-            scores = predict_clicks(model, test)
+            scores = predict(model, test)[:, 0]
             for domain in ("all", *sorted(set(domains))):
                 mask = np.ones(len(labels), bool) if domain == "all" else domains == domain
                 rows.append({"model": name, "seed": seed, "domain": str(domain),
@@ -59,12 +60,6 @@ def table4(prepared, size: str) -> dict:
     for name in MODELS:
         print(f"  {name:<16} " + "  ".join(f"{d}: {summary[name][d]}" for d in order))
     return models
-
-
-def predict_clicks(model, data) -> np.ndarray:
-    from training.trainer import predict
-
-    return predict(model, data)[:, 0]
 
 
 @torch.no_grad()
