@@ -57,7 +57,8 @@ bench: bundle
 	$(PY) benchmarks/metrics_speed.py
 	$(PY) benchmarks/export_paths.py
 	$(PY) benchmarks/text_encoder.py --encoder $(ARTIFACTS)/encoder
-	$(PY) benchmarks/serve_latency.py --model default=$(BUNDLE) --artifacts $(ARTIFACTS)
+	$(PY) benchmarks/serve_latency.py --model default=$(BUNDLE) --artifacts $(ARTIFACTS) \
+		--model thread_pool=$(BUNDLE)+MOERANK_MODEL_CALLS=thread_pool
 	$(PY) benchmarks/mlpr_table5.py --artifacts $(ARTIFACTS)
 
 # The catalog's embeddings precomputed into Redis: the compose stack's embed-items job.

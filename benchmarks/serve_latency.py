@@ -26,8 +26,10 @@ comes from /metrics: its P50/P99, time per stage, CPU per call.
         [--model dense=bundles/x@dense] [--concurrency 1,4,16] [--rates 100,200,300,400]
         [--cold-shares 0,0.1] [--items 100] [--seconds 10] [--env MOERANK_WORKERS=2]
 
---model NAME=DIR[@PATH] may be repeated: every configuration is measured in one run (the
-Table 5 comparison). PATH (skip or dense) is checked against the bundle's manifest.
+--model NAME=DIR[@PATH][+MOERANK_X=value...] may be repeated: every configuration is measured
+in one run (the Table 5 comparison, or a setting against its default). PATH (skip or dense) is
+checked against the bundle's manifest; the +VAR=value pairs are that configuration's own
+settings (`make bench` measures MOERANK_MODEL_CALLS=thread_pool beside the default).
 Writes results/<--name>.json (rows {model, path, concurrency, rate, items, cold_share, rps,
 p50_ms, p95_ms, p99_ms, errors, ...}) and results/<--name>.png (P99 against RPS).
 """
@@ -67,19 +69,21 @@ class ModelConfig:
     name: str
     bundle: Path
     path: str  # the expert path of the bundle's graph: skip or dense
+    env: dict[str, str]  # this configuration's own MOERANK_* settings
 
 
 def parse_model(text: str) -> ModelConfig:
-    """NAME=DIR or NAME=DIR@PATH; the path must be the one the bundle's manifest names."""
+    """NAME=DIR[@PATH][+VAR=value...]; the path must be the one the bundle's manifest names."""
     name, sep, rest = text.partition("=")
-    if not sep or not name or not rest:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR[@PATH], got {text!r}")
+    rest, *settings = rest.split("+")
+    if not sep or not name or not rest or not all("=" in pair for pair in settings):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR[@PATH][+VAR=value], got {text!r}")
     directory, _, path = rest.partition("@")
     manifest = json.loads((Path(directory) / "manifest.json").read_text())
     actual = manifest.get("experts", {}).get("path", "dense")
     if path and path != actual:
         raise argparse.ArgumentTypeError(f"{directory} has the {actual} path, not {path}")
-    return ModelConfig(name, Path(directory), actual)
+    return ModelConfig(name, Path(directory), actual, dict(p.split("=", 1) for p in settings))
 
 
 def run_async(coroutine):
@@ -235,6 +239,7 @@ def measure(model: ModelConfig, log, args) -> list[dict]:
         "MOERANK_EMBEDDING_STORE_PATH": str(args.artifacts / "item_embeddings.npz"),
         "MOERANK_LRU_PRELOAD_ITEMS": str(store_items),  # every stored vector in the LRU
         **dict(e.split("=", 1) for e in args.env),
+        **model.env,
     }
     points = [
         (concurrency, rate, cold_share)
@@ -358,7 +363,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=parse_model, action="append", help="NAME=DIR[@PATH]")
+    parser.add_argument(
+        "--model", type=parse_model, action="append", help="NAME=DIR[@PATH][+MOERANK_X=value]"
+    )
     parser.add_argument(
         "--artifacts", type=Path, help="log and embeddings; default: bundle's ../.."
     )
@@ -394,7 +401,10 @@ def main() -> None:
         "targets": met,
         "target_thresholds": TARGETS,
         "worst_case": {k: worst[k] for k in ("model", "path", "concurrency", "rate", "cold_share")},
-        "models": [{"name": m.name, "bundle": str(m.bundle), "path": m.path} for m in args.model],
+        "models": [
+            {"name": m.name, "bundle": str(m.bundle), "path": m.path, "env": m.env}
+            for m in args.model
+        ],
         "settings": {
             "seconds": args.seconds,
             "sessions": args.sessions,

@@ -34,10 +34,10 @@ class RankingService:
         self,
         slot: ModelSlot,
         embeddings: EmbeddingResolver,
-        run_blocking: RunBlocking,
+        run_model: RunBlocking,
         max_items: int,
     ):
-        self.slot, self.embeddings, self._run = slot, embeddings, run_blocking
+        self.slot, self.embeddings, self._run_model = slot, embeddings, run_model
         self.context = {"max_items": max_items}
 
     async def rank(self, body: bytes) -> bytes:
@@ -67,7 +67,7 @@ class RankingService:
         else:
             watch.lap("embeddings")
             watch.lap("query_encode")
-        scores, expert_index, expert_weight = await self._run(bundle.score, *tensors)
+        scores, expert_index, expert_weight = await self._run_model(bundle.score, *tensors)
         watch.lap("inference")
         body = respond(bundle, request, scores, expert_index, expert_weight, degraded)
         watch.lap("respond")

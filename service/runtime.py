@@ -70,6 +70,11 @@ class Runtime:
         async def run_blocking(fn, *args):
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
+        async def run_model(fn, *args):
+            if settings.model_calls == "event_loop":
+                return fn(*args)  # blocks this worker's loop for the call (see Settings)
+            return await run_blocking(fn, *args)
+
         follower = ReloadFollower(settings.run_dir / "bundle.json") if settings.run_dir else None
         path = (follower and follower.recorded_path()) or settings.bundle_path
         bundle = await asyncio.to_thread(load_bundle, settings, path)
@@ -88,7 +93,7 @@ class Runtime:
             saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)
             await embeddings.preload(saved, bundle.encoder_id, settings.lru_preload_items)
         slot = ModelSlot(bundle, partial(load_bundle, settings))
-        ranking = RankingService(slot, embeddings, run_blocking, settings.max_items)
+        ranking = RankingService(slot, embeddings, run_model, settings.max_items)
         following = follower and asyncio.get_running_loop().create_task(follower.follow(slot))
         log.info("ready: %s %s, %s store", bundle.name, bundle.version, store.name)
         return cls(slot, embeddings, ranking, store, executor, follower, following)

@@ -26,6 +26,13 @@ def server(service_env, small_bundle):
         yield service
 
 
+@pytest.fixture(scope="module")
+def pool_server(service_env, small_bundle):
+    """The same service with the model run in its thread pool instead of on the loop."""
+    with ServiceProcess({**service_env, "MOERANK_MODEL_CALLS": "thread_pool"}) as service:
+        yield service
+
+
 @pytest.fixture
 def example(small_bundle) -> dict:
     return json.loads((small_bundle[1] / "example_request.json").read_text())
@@ -69,8 +76,9 @@ def stored_vectors(artifacts: Path, ids: list[str]) -> np.ndarray:
     return np.stack([store.embeddings[rows[i]].astype(np.float32) for i in ids])
 
 
-def test_rank_returns_the_bundle_ranking(server, small_bundle, example):
-    url, (bundle_dir, artifacts) = server.url, small_bundle
+@pytest.mark.parametrize("service", ["server", "pool_server"])
+def test_rank_returns_the_bundle_ranking(service, request, small_bundle, example):
+    url, (bundle_dir, artifacts) = request.getfixturevalue(service).url, small_bundle
     example["top_n"] = None
     answer = httpx.post(f"{url}/v1/rank", json=example, timeout=30)
     assert answer.headers["content-type"] == "application/json"
