@@ -301,7 +301,9 @@ def targets(rows: list[dict]) -> dict:
             if r["rate"] and not r["errors"] and r["rps"] >= 0.95 * r["rate"]
             and r["p99_ms"] <= TARGETS["sustained_p99_ms"]
         ]  # fmt: skip
-        best = max((r["rps"] for r in sustained), default=0.0)
+        # A rate is sustained when >= 95% of its Poisson arrivals were answered in the point's
+        # time: the count itself varies by a percent or two from run to run.
+        best = max((r["rate"] for r in sustained), default=0.0)
         warm_p99 = {load(r): r["p99_ms"] for r in warm}
         ratios = {
             f"{load(r)} cold={r['cold_share']:g}": round(r["p99_ms"] / warm_p99[load(r)], 2)
@@ -311,7 +313,7 @@ def targets(rows: list[dict]) -> dict:
         out[f"{model[0]} ({model[1]})"] = {
             "single_in_flight_p99_ms": single,
             "single_in_flight_met": single is not None and single <= TARGETS["single_p99_ms"],
-            "max_sustained_rps_with_p99_le_25ms": best,
+            "max_sustained_rate_with_p99_le_25ms": best,
             "sustained_met": best >= TARGETS["sustained_rps"],
             "cold_over_warm_p99": ratios,
             "cold_met": bool(ratios) and max(ratios.values()) <= TARGETS["cold_ratio"],
