@@ -40,7 +40,9 @@ def normalise_query(text: str) -> str:
 
 
 class EmbeddingResolver:
-    """Owns the LRUs and the store; `run_blocking` runs encoder calls in a thread pool."""
+    """Owns the LRUs and the store. `run_blocking` runs the encoder's bulk calls (inline cold
+    titles, upserts) in a thread pool; `run_query` a query's encode, where the model runs
+    (MOERANK_MODEL_CALLS)."""
 
     def __init__(
         self,
@@ -50,12 +52,13 @@ class EmbeddingResolver:
         lru_items: int,
         lru_queries: int,
         run_blocking: RunBlocking,
+        run_query: RunBlocking,
         cold_items: str = "background",
         pending_limit: int = 10_000,
     ):
         self.store, self.key_prefix, self.dtype = store, key_prefix, np.dtype(dtype)
         self.item_cache, self.query_cache = LRU(lru_items), LRU(lru_queries)
-        self._run = run_blocking
+        self._run, self._run_query = run_blocking, run_query
         self._write_backs: set[asyncio.Task] = set()
         self.cold_items, self.pending_limit = cold_items, pending_limit
         self._pending: dict[str, tuple[Bundle, str]] = {}  # key -> (bundle, title), deduplicated
@@ -177,8 +180,8 @@ class EmbeddingResolver:
             metrics.WRITE_BACKS.labels("ok").inc(len(values))
 
     def query(self, bundle: Bundle, text: str) -> asyncio.Future:
-        """A future of the [D] query embedding: already done on an LRU hit; on a miss the
-        encoder is already running in the pool, so the caller can do other work meanwhile."""
+        """A future of the [D] query embedding: already done on an LRU hit; on a miss a task
+        that encodes it, so the caller can look up items meanwhile."""
         key = (bundle.encoder_id, normalise_query(text))
         vector = self.query_cache.get(key)
         if vector is None:
@@ -190,7 +193,7 @@ class EmbeddingResolver:
         return done
 
     async def _encode_query(self, bundle: Bundle, key: tuple[str, str]) -> np.ndarray:
-        vector = (await self._run(bundle.encoder.encode, [key[1]]))[0]
+        vector = (await self._run_query(bundle.encoder.encode, [key[1]]))[0]
         self.query_cache.put(key, vector)
         return vector
 

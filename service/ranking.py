@@ -58,7 +58,7 @@ class RankingService:
         tensors = [inputs.request_cat, inputs.item_cat, inputs.numeric]
         watch.lap("parse")
         if bundle.text_dim:
-            # On a query-cache miss the encoder runs in the pool while the items are looked up.
+            # On a query-cache miss the query is encoded in a task while the items are looked up.
             query = self.embeddings.query(bundle, request.query.text)
             item_vectors = await self.embeddings.items(bundle, request.items, degraded)
             watch.lap("embeddings")

@@ -86,6 +86,7 @@ class Runtime:
             settings.lru_items,
             settings.lru_queries,
             run_blocking,
+            run_model,
             settings.cold_items,
             settings.pending_encodes,
         )

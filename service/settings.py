@@ -86,12 +86,12 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = False  # one log line per request costs more than a ranking's parse
     provider: str = Field("auto", pattern="^(auto|cpu|cuda)$")  # auto: CUDA when available
-    # Where a ranking call's model run happens. "event_loop": on the worker's own thread, one
-    # call at a time (more cores: more MOERANK_WORKERS). "thread_pool": handed to
+    # Where a ranking call's model run and query encode happen. "event_loop": on the worker's
+    # own thread, one call at a time (more cores: more MOERANK_WORKERS). "thread_pool": on
     # inference_threads threads. Handing ~0.7 ms calls to threads made a GIL convoy on 2
     # CPUs: at 300 calls/s P99 98-143 ms against 15 ms on the loop (serve_latency.py).
     model_calls: str = Field("event_loop", pattern="^(event_loop|thread_pool)$")
-    # Threads for the text encoder (query misses, cold titles, /v1/items) and, with
+    # Threads for the text encoder's bulk calls (cold titles, /v1/items) and, with
     # model_calls=thread_pool, the model: the CPUs this process may use, shared among the
     # workers. Each call runs on one thread by default: on 2 CPUs a second intra-op
     # thread made a 100-item call no faster at P50 and 7-18x slower at P99 under load
