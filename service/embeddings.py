@@ -247,7 +247,11 @@ class EmbeddingResolver:
         return len(keys)
 
     async def drain(self) -> None:
-        """Let the background encoder and pending write-backs finish (shutdown)."""
+        """Shutdown: the batch being encoded and the pending write-backs finish; titles still
+        queued are abandoned (counted), since encoding thousands would hold the exit for
+        minutes and the next process encodes them when they are asked for again."""
+        metrics.DEFERRED_ENCODES.labels("abandoned").inc(len(self._pending))
+        self._pending.clear()
         if self._encoding:
             await asyncio.gather(self._encoding, return_exceptions=True)
         if self._encoder_thread:

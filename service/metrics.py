@@ -83,7 +83,7 @@ BREAKER_STATE = Gauge(
 DEFERRED_ENCODES = Counter(
     "moerank_deferred_encodes_total",
     "Cold items' titles encoded after their answer, by outcome (ok, error, dropped: the "
-    "queue was full).",
+    "queue was full, abandoned: still queued at shutdown).",
     ["outcome"],
 )
 WRITE_BACKS = Counter(

@@ -3,6 +3,7 @@ Redis (a key prefix of the test's own, deleted afterwards), and a Redis of the t
 that is paused and stopped mid-run while requests keep coming."""
 
 import json
+import signal
 import time
 import uuid
 
@@ -145,6 +146,34 @@ def test_background_mode_answers_cold_items_now_and_encodes_them_after(
     # int8 dynamic quantisation scales activations per batch, and the background encoder batches
     # titles differently from one inline call: equal to float16 rounding, not bit for bit.
     assert mine == pytest.approx(theirs, abs=2e-3)
+
+
+def test_shutdown_abandons_queued_titles_instead_of_encoding_them_all(
+    server, service_env, redis_prefix, example
+):
+    """SIGTERM with thousands of titles queued: the process exits cleanly after the batch in
+    flight; the rest are abandoned (the next process encodes them when asked again)."""
+    _, key_prefix = server
+    client = redis.Redis.from_url(SHARED_REDIS)
+    env = {**service_env, "MOERANK_REDIS_URL": SHARED_REDIS, "MOERANK_KEY_PREFIX": redis_prefix,
+           "MOERANK_LRU_PRELOAD_ITEMS": "0", "MOERANK_COLD_ITEMS": "background"}  # fmt: skip
+    titled = [it for it in example["items"] if it.get("title")]
+    calls, per_call = 5, 1000  # ~5,000 encodes: seconds of CPU even on a fast machine
+    bodies = [
+        fresh_ids({**example, "items": [titled[k % len(titled)] for k in range(per_call)]})
+        for _ in range(calls)
+    ]
+    service = ServiceProcess(env).start()
+    try:
+        for body in bodies:
+            assert rank(service.url, body)["degraded"]["deferred_encodes"] == per_call
+    finally:
+        service.stop(timeout_s=60)
+    # uvicorn re-raises the SIGTERM it handled once shut down; -SIGKILL would mean it hung
+    assert service.proc.returncode == -signal.SIGTERM
+    keys = [f"{key_prefix}{it['id']}" for body in bodies for it in body["items"]]
+    written = client.exists(*keys)
+    assert written < len(keys) / 2, f"{written} of {len(keys)} titles encoded at shutdown"
 
 
 def test_a_corrupt_stored_value_is_a_miss_not_an_error(server, example):
