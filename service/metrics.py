@@ -41,6 +41,12 @@ STAGE_DURATION = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
+EVENT_LOOP_LAG = Histogram(
+    "moerank_event_loop_lag_seconds",
+    "How late a worker's event loop runs a timer (sampled every 50 ms): the wait a request "
+    "has before the app sees it, which the request histograms do not include.",
+    buckets=LATENCY_BUCKETS,
+)
 ITEMS_PER_REQUEST = Histogram(
     "moerank_items_per_request",
     "Candidate items per ranking call.",

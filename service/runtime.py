@@ -36,6 +36,16 @@ def load_bundle(settings: Settings, path: Path) -> Bundle:
     return bundle
 
 
+async def watch_loop_lag(interval_s: float = 0.05) -> None:
+    """With the model on the loop, a request waits for the calls ahead of it before the app
+    sees it; a timer that fires late by x says a request arriving then waited about x."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, loop.time() - due))
+
+
 def make_store(settings: Settings) -> InProcessStore | RedisStore:
     if not settings.redis_url:
         return InProcessStore()
@@ -62,6 +72,7 @@ class Runtime:
     executor: ThreadPoolExecutor
     follower: ReloadFollower | None  # several workers only
     following: asyncio.Task | None
+    watching: asyncio.Task  # the event loop's lag, into /metrics
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -97,7 +108,8 @@ class Runtime:
         ranking = RankingService(slot, embeddings, run_model, settings.max_items)
         following = follower and asyncio.get_running_loop().create_task(follower.follow(slot))
         log.info("ready: %s %s, %s store", bundle.name, bundle.version, store.name)
-        return cls(slot, embeddings, ranking, store, executor, follower, following)
+        watching = asyncio.get_running_loop().create_task(watch_loop_lag())
+        return cls(slot, embeddings, ranking, store, executor, follower, following, watching)
 
     async def reload(self, path: Path) -> Bundle:
         """Swap in the bundle at `path` here, and in the other workers (BundleError if bad)."""
@@ -108,6 +120,7 @@ class Runtime:
         return bundle
 
     async def stop(self) -> None:
+        self.watching.cancel()
         if self.following:
             self.following.cancel()
         await self.embeddings.drain()

@@ -5,6 +5,7 @@ match the requests made. In-process store; Redis has its own test file."""
 import functools
 import json
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -369,6 +370,13 @@ def test_metrics_count_the_requests_made(server, example):
     assert {"0.0005", "0.001", "0.002", "0.005", "1.0"} <= buckets
     info = [dict(ls) for (n, ls), v in after.items() if n == "moerank_model_info" and v == 1]
     assert [i["version"] for i in info] == [example_model(url)["version"]]
+
+
+def test_event_loop_lag_is_sampled_while_idle(server):
+    before = server.metrics()
+    time.sleep(0.5)
+    after = server.metrics()
+    assert metric_delta(before, after, "moerank_event_loop_lag_seconds_count") >= 3  # 50 ms
 
 
 def example_model(url: str) -> dict:
