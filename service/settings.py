@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # Where a ranking call's model run and query encode happen. "event_loop": on the worker's
     # own thread, one call at a time (more cores: more MOERANK_WORKERS). "thread_pool": on
     # inference_threads threads. Handing ~0.7 ms calls to threads made a GIL convoy on 2
-    # CPUs: at 300 calls/s P99 98-143 ms against 15 ms on the loop (serve_latency.py).
+    # CPUs: at 300 calls/s P99 210 ms against 13.5 ms on the loop (results/serve_latency.json).
     model_calls: str = Field("event_loop", pattern="^(event_loop|thread_pool)$")
     # Threads for the text encoder's bulk calls (cold titles, /v1/items) and, with
     # model_calls=thread_pool, the model: the CPUs this process may use, shared among the
