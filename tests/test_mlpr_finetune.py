@@ -1,10 +1,13 @@
 """Fine-tuning the encoder's last layer: before any step the tuned path gives the frozen
 encoder's vectors, and training moves the layer."""
 
+import json
+
 import torch
 from conftest import make_spec
 
 from training.dataset import TextTables
+from training.experiments.mlpr_finetune import rows_of_other_seeds
 from training.models.mlpr import MultiTaskRanker
 from training.models.registry import config_for
 from training.models.text_tail import EncoderTail, FineTunedText, token_states
@@ -66,3 +69,15 @@ def test_a_training_step_moves_the_last_layer_at_its_own_learning_rate():
     optimizer.step()
     moved = [not torch.equal(a, p) for a, p in zip(before, tuned.tail.parameters())]
     assert any(moved)
+
+
+def test_table3_keeps_the_rows_of_seeds_run_elsewhere_with_the_same_settings(tmp_path):
+    settings = {"size": "full", "steps": 300, "tail_lr": 1e-4}
+    rows = [{"seed": seed, "recipe": "mlpr", "auc": 0.6 + seed} for seed in (0, 1, 2)]
+    path = tmp_path / "mlpr_table3.json"
+    path.write_text(json.dumps({"rows": rows, **settings}))
+    assert rows_of_other_seeds(path, settings, (1,)) == [rows[0], rows[2]]
+    assert rows_of_other_seeds(path, {**settings, "steps": 40}, (1,)) == []  # not comparable
+    assert rows_of_other_seeds(tmp_path / "absent.json", settings, (1,)) == []
+    path.write_text("")  # created empty by the lock of a first run
+    assert rows_of_other_seeds(path, settings, (1,)) == []

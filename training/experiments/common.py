@@ -86,9 +86,15 @@ def mean_std(values) -> str:
 
 
 def experiment_args(
-    module: str, doc: str | None, sizes, argv: list[str] | None, only: tuple[str, ...] = ()
+    module: str,
+    doc: str | None,
+    sizes,
+    argv: list[str] | None,
+    only: tuple[str, ...] = (),
+    seeds_help: str | None = None,
 ) -> argparse.Namespace:
-    """The options every experiment CLI shares: --size, --artifacts and, given `only`, --only."""
+    """The options every experiment CLI shares: --size, --artifacts, given `only` --only,
+    and given `seeds_help` --seeds (what the experiment does with them)."""
     parser = argparse.ArgumentParser(
         prog=f"python -m training.experiments.{module}", description=doc
     )
@@ -96,4 +102,7 @@ def experiment_args(
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     if only:
         parser.add_argument("--only", nargs="+", choices=only, default=list(only))
+    if seeds_help:
+        seeds = lambda text: tuple(int(s) for s in text.split(","))  # noqa: E731
+        parser.add_argument("--seeds", type=seeds, help=seeds_help)
     return parser.parse_args(argv)

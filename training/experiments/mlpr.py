@@ -210,7 +210,12 @@ EXPERIMENTS = ("table2", "table4", "gating", "figure2", "table3")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = experiment_args("mlpr", __doc__, MLPR_SIZES, argv, EXPERIMENTS)
+    args = experiment_args(
+        "mlpr", __doc__, MLPR_SIZES, argv, EXPERIMENTS,
+        seeds_help="Table 3's fine-tuning seeds (default: the size's), e.g. 0,1; rows of other "
+        "seeds already in results/mlpr_table3.json are kept, so seeds can run as separate "
+        "processes",
+    )  # fmt: skip
     only, directory = set(args.only), data_dir(args.size, args.artifacts)
     prepared = prepare(directory, tasks=TASKS, text=True, progress=False)
     scores: dict = {}
@@ -224,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         figure2(prepared, args.size, scores, directory)
     if "table3" in only:
         size = MLPR_SIZES[args.size]
-        table3(prepared, size, args.size, directory, size.finetune_seeds, options(args.size))
+        seeds = args.seeds or size.finetune_seeds
+        table3(prepared, size, args.size, directory, seeds, options(args.size))
 
 
 if __name__ == "__main__":
