@@ -2,12 +2,13 @@
 encoder's vectors, and training moves the layer."""
 
 import json
+from dataclasses import replace
 
 import torch
 from conftest import make_spec
 
 from training.dataset import TextTables
-from training.experiments.mlpr_finetune import rows_of_other_seeds
+from training.experiments.mlpr_finetune import SETTINGS, rows_of_other_seeds
 from training.models.mlpr import MultiTaskRanker
 from training.models.registry import config_for
 from training.models.text_tail import EncoderTail, FineTunedText, token_states
@@ -81,3 +82,28 @@ def test_table3_keeps_the_rows_of_seeds_run_elsewhere_with_the_same_settings(tmp
     assert rows_of_other_seeds(tmp_path / "absent.json", settings, (1,)) == []
     path.write_text("")  # created empty by the lock of a first run
     assert rows_of_other_seeds(path, settings, (1,)) == []
+
+
+def test_table3_seeds_run_apart_end_in_one_table(monkeypatch, tmp_path):
+    """Two processes' worth of --seeds (one after the other here) give one Table 3 with both
+    seeds and every setting: the real encoder, tuned for two steps on a tiny log."""
+    from training.data.generator import GeneratorConfig
+    from training.experiments import mlpr
+    from training.trainer import TrainConfig
+
+    data = GeneratorConfig(impressions=4_000, max_sub_categories=8, rate_multiplier=6.0,
+                           calibration_sessions=200, show_progress=False)  # fmt: skip
+    tiny = replace(mlpr.MLPR_SIZES["small"], data=data, hidden=(16, 8), finetune_steps=2,
+                   train=TrainConfig(epochs=1, lr=3e-3, batch_size=512))  # fmt: skip
+    monkeypatch.setitem(mlpr.MLPR_SIZES, "tiny", tiny)
+    monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
+    torch.set_num_threads(1)
+    for seed in ("0", "1"):
+        mlpr.main(["--size", "tiny", "--only", "table3", "--seeds", seed,
+                   "--artifacts", str(tmp_path / "artifacts")])  # fmt: skip
+    record = json.loads((tmp_path / "mlpr_table3.json").read_text())
+    assert record["seeds"] == [0, 1]
+    runs = {(r["recipe"], r["setting"], r["seed"]) for r in record["rows"]}
+    assert runs == {(recipe, setting, seed) for recipe in ("mlp_mtl", "mlpr")
+                    for setting in SETTINGS for seed in (0, 1)}  # fmt: skip
+    assert all(0 < r["auc"] < 1 for r in record["rows"] if r["task"] == "click")
