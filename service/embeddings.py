@@ -41,8 +41,8 @@ def normalise_query(text: str) -> str:
 
 class EmbeddingResolver:
     """Owns the LRUs and the store. `run_blocking` runs the encoder's bulk calls (inline cold
-    titles, upserts) in a thread pool; `run_query` a query's encode, where the model runs
-    (MOERANK_MODEL_CALLS)."""
+    titles, upserts) in a thread pool, and a query's encode unless `queries_on_loop` (where
+    the model runs: MOERANK_MODEL_CALLS)."""
 
     def __init__(
         self,
@@ -52,13 +52,13 @@ class EmbeddingResolver:
         lru_items: int,
         lru_queries: int,
         run_blocking: RunBlocking,
-        run_query: RunBlocking,
+        queries_on_loop: bool,
         cold_items: str = "background",
         pending_limit: int = 10_000,
     ):
         self.store, self.key_prefix, self.dtype = store, key_prefix, np.dtype(dtype)
         self.item_cache, self.query_cache = LRU(lru_items), LRU(lru_queries)
-        self._run, self._run_query = run_blocking, run_query
+        self._run, self.queries_on_loop = run_blocking, queries_on_loop
         self._write_backs: set[asyncio.Task] = set()
         self.cold_items, self.pending_limit = cold_items, pending_limit
         self._pending: dict[str, tuple[Bundle, str]] = {}  # key -> (bundle, title), deduplicated
@@ -179,21 +179,26 @@ class EmbeddingResolver:
         else:
             metrics.WRITE_BACKS.labels("ok").inc(len(values))
 
-    def query(self, bundle: Bundle, text: str) -> asyncio.Future:
-        """A future of the [D] query embedding: already done on an LRU hit; on a miss a task
-        that encodes it, so the caller can look up items meanwhile."""
+    def query(self, bundle: Bundle, text: str) -> Awaitable[np.ndarray]:
+        """The [D] query embedding, to await: at once on an LRU hit. On a miss with queries on
+        the loop, the caller's await encodes it (a task would wait behind every other ready
+        callback: tens of ms under load); else a task encodes it in the pool meanwhile."""
         key = (bundle.encoder_id, normalise_query(text))
         vector = self.query_cache.get(key)
         if vector is None:
             metrics.QUERY_LOOKUPS.labels("miss").inc()
-            return asyncio.ensure_future(self._encode_query(bundle, key))
+            encoding = self._encode_query(bundle, key)
+            return encoding if self.queries_on_loop else asyncio.ensure_future(encoding)
         metrics.QUERY_LOOKUPS.labels("hit").inc()
         done = asyncio.get_running_loop().create_future()
         done.set_result(vector)
         return done
 
     async def _encode_query(self, bundle: Bundle, key: tuple[str, str]) -> np.ndarray:
-        vector = (await self._run_query(bundle.encoder.encode, [key[1]]))[0]
+        if self.queries_on_loop:
+            vector = bundle.encoder.encode([key[1]])[0]
+        else:
+            vector = (await self._run(bundle.encoder.encode, [key[1]]))[0]
         self.query_cache.put(key, vector)
         return vector
 

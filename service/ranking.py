@@ -58,7 +58,7 @@ class RankingService:
         tensors = [inputs.request_cat, inputs.item_cat, inputs.numeric]
         watch.lap("parse")
         if bundle.text_dim:
-            # On a query-cache miss the query is encoded in a task while the items are looked up.
+            # A query-cache miss is encoded at the await (on the loop) or meanwhile (in the pool).
             query = self.embeddings.query(bundle, request.query.text)
             item_vectors = await self.embeddings.items(bundle, request.items, degraded)
             watch.lap("embeddings")

@@ -97,7 +97,7 @@ class Runtime:
             settings.lru_items,
             settings.lru_queries,
             run_blocking,
-            run_model,
+            settings.model_calls == "event_loop",
             settings.cold_items,
             settings.pending_encodes,
         )
