@@ -83,7 +83,12 @@ def parse_model(text: str) -> ModelConfig:
     actual = manifest.get("experts", {}).get("path", "dense")
     if path and path != actual:
         raise argparse.ArgumentTypeError(f"{directory} has the {actual} path, not {path}")
-    return ModelConfig(name, Path(directory), actual, dict(p.split("=", 1) for p in settings))
+    return ModelConfig(name, Path(directory), actual, assignments(settings))
+
+
+def assignments(pairs) -> dict[str, str]:
+    """["VAR=value", ...] -> {VAR: value}."""
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def run_async(coroutine):
@@ -238,7 +243,7 @@ def measure(model: ModelConfig, log, args) -> list[dict]:
         "MOERANK_BUNDLE_PATH": str(model.bundle),
         "MOERANK_EMBEDDING_STORE_PATH": str(args.artifacts / "item_embeddings.npz"),
         "MOERANK_LRU_PRELOAD_ITEMS": str(store_items),  # every stored vector in the LRU
-        **dict(e.split("=", 1) for e in args.env),
+        **assignments(args.env),
         **model.env,
     }
     points = [

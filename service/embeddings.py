@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from itertools import islice
 
 import numpy as np
@@ -32,7 +32,18 @@ from service.text_encoder import EmbeddingStore
 
 log = logging.getLogger("uvicorn.error")
 
-RunBlocking = Callable[..., Awaitable]  # (fn, *args) -> fn(*args) run off the event loop
+
+class Calls:
+    """Where blocking calls (fn, *args) run: on the event loop itself when `on_loop` (the
+    caller waits, nothing else runs meanwhile), else in `executor`'s threads."""
+
+    def __init__(self, executor: Executor, on_loop: bool = False):
+        self.executor, self.on_loop = executor, on_loop
+
+    async def __call__(self, fn: Callable, *args):
+        if self.on_loop:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
 def normalise_query(text: str) -> str:
@@ -40,9 +51,9 @@ def normalise_query(text: str) -> str:
 
 
 class EmbeddingResolver:
-    """Owns the LRUs and the store. `run_blocking` runs the encoder's bulk calls (inline cold
-    titles, upserts) in a thread pool, and a query's encode unless `queries_on_loop` (where
-    the model runs: MOERANK_MODEL_CALLS)."""
+    """Owns the LRUs and the store. `bulk_calls` run the encoder's bulk calls (inline cold
+    titles, upserts) in a thread pool; `query_calls` a query's encode, where the model runs
+    (MOERANK_MODEL_CALLS)."""
 
     def __init__(
         self,
@@ -51,14 +62,14 @@ class EmbeddingResolver:
         dtype: str,
         lru_items: int,
         lru_queries: int,
-        run_blocking: RunBlocking,
-        queries_on_loop: bool,
+        bulk_calls: Calls,
+        query_calls: Calls,
         cold_items: str = "background",
         pending_limit: int = 10_000,
     ):
         self.store, self.key_prefix, self.dtype = store, key_prefix, np.dtype(dtype)
         self.item_cache, self.query_cache = LRU(lru_items), LRU(lru_queries)
-        self._run, self.queries_on_loop = run_blocking, queries_on_loop
+        self._run, self._run_query = bulk_calls, query_calls
         self._write_backs: set[asyncio.Task] = set()
         self.cold_items, self.pending_limit = cold_items, pending_limit
         self._pending: dict[str, tuple[Bundle, str]] = {}  # key -> (bundle, title), deduplicated
@@ -188,17 +199,14 @@ class EmbeddingResolver:
         if vector is None:
             metrics.QUERY_LOOKUPS.labels("miss").inc()
             encoding = self._encode_query(bundle, key)
-            return encoding if self.queries_on_loop else asyncio.ensure_future(encoding)
+            return encoding if self._run_query.on_loop else asyncio.ensure_future(encoding)
         metrics.QUERY_LOOKUPS.labels("hit").inc()
         done = asyncio.get_running_loop().create_future()
         done.set_result(vector)
         return done
 
     async def _encode_query(self, bundle: Bundle, key: tuple[str, str]) -> np.ndarray:
-        if self.queries_on_loop:
-            vector = bundle.encoder.encode([key[1]])[0]
-        else:
-            vector = (await self._run(bundle.encoder.encode, [key[1]]))[0]
+        vector = (await self._run_query(bundle.encoder.encode, [key[1]]))[0]
         self.query_cache.put(key, vector)
         return vector
 

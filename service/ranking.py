@@ -10,7 +10,7 @@ import orjson
 
 from service import metrics
 from service.bundle import Bundle
-from service.embeddings import EmbeddingResolver, RunBlocking
+from service.embeddings import Calls, EmbeddingResolver
 from service.features import build_inputs
 from service.model_slot import ModelSlot
 from service.rejections import parse_json
@@ -34,10 +34,10 @@ class RankingService:
         self,
         slot: ModelSlot,
         embeddings: EmbeddingResolver,
-        run_model: RunBlocking,
+        model_calls: Calls,
         max_items: int,
     ):
-        self.slot, self.embeddings, self._run_model = slot, embeddings, run_model
+        self.slot, self.embeddings, self._run_model = slot, embeddings, model_calls
         self.context = {"max_items": max_items}
 
     async def rank(self, body: bytes) -> bytes:

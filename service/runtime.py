@@ -14,7 +14,7 @@ from service import metrics
 from service.bundle import Bundle
 from service.circuit_breaker import CircuitBreaker
 from service.embedding_store import InProcessStore, RedisStore
-from service.embeddings import EmbeddingResolver
+from service.embeddings import Calls, EmbeddingResolver
 from service.model_slot import ModelSlot
 from service.ranking import RankingService
 from service.reload_sync import ReloadFollower
@@ -78,13 +78,8 @@ class Runtime:
     async def start(cls, settings: Settings) -> Runtime:
         executor = ThreadPoolExecutor(settings.inference_threads, "moerank-infer")
 
-        async def run_blocking(fn, *args):
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
-        async def run_model(fn, *args):
-            if settings.model_calls == "event_loop":
-                return fn(*args)  # blocks this worker's loop for the call (see Settings)
-            return await run_blocking(fn, *args)
+        pooled = Calls(executor)
+        model_calls = Calls(executor, on_loop=settings.model_calls == "event_loop")
 
         follower = ReloadFollower(settings.run_dir / "bundle.json") if settings.run_dir else None
         path = (follower and follower.recorded_path()) or settings.bundle_path
@@ -96,8 +91,8 @@ class Runtime:
             settings.embedding_dtype,
             settings.lru_items,
             settings.lru_queries,
-            run_blocking,
-            settings.model_calls == "event_loop",
+            pooled,
+            model_calls,
             settings.cold_items,
             settings.pending_encodes,
         )
@@ -105,7 +100,7 @@ class Runtime:
             saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)
             await embeddings.preload(saved, bundle.encoder_id, settings.lru_preload_items)
         slot = ModelSlot(bundle, partial(load_bundle, settings))
-        ranking = RankingService(slot, embeddings, run_model, settings.max_items)
+        ranking = RankingService(slot, embeddings, model_calls, settings.max_items)
         following = follower and asyncio.get_running_loop().create_task(follower.follow(slot))
         log.info("ready: %s %s, %s store", bundle.name, bundle.version, store.name)
         watching = asyncio.get_running_loop().create_task(watch_loop_lag())

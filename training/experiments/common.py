@@ -103,6 +103,10 @@ def experiment_args(
     if only:
         parser.add_argument("--only", nargs="+", choices=only, default=list(only))
     if seeds_help:
-        seeds = lambda text: tuple(int(s) for s in text.split(","))  # noqa: E731
-        parser.add_argument("--seeds", type=seeds, help=seeds_help)
+        parser.add_argument("--seeds", type=seed_list, help=seeds_help)
     return parser.parse_args(argv)
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """--seeds 0,1 -> (0, 1)."""
+    return tuple(int(seed) for seed in text.split(","))

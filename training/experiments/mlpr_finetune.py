@@ -82,16 +82,18 @@ def table3(prepared: Prepared, size_config, size: str, data_dir, seeds, options:
                 rows += metric_rows(f"{name} | {setting}", seed, TASKS, test.labels.numpy(),
                                     scores, test.sessions, recipe=name, setting=setting)  # fmt: skip
             print(f"  fine-tuning {name} seed {seed} done", flush=True)
-    extra = {"size": size, "steps": size_config.finetune_steps, "tail_lr": TAIL_LR}
+    settings = {"size": size, "steps": size_config.finetune_steps, "tail_lr": TAIL_LR}
     path = results_dir() / "mlpr_table3.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another process's seeds may be finishing too
-        rows = rows_of_other_seeds(path, extra, seeds) + rows
-        gains = {name: lifts([r for r in rows if r["recipe"] == name],
-                             baseline=f"{name} | {SETTINGS[1]}") for name in ("mlp_mtl", "mlpr")}  # fmt: skip
-        extra |= {"seeds": sorted({r["seed"] for r in rows}), "summary": summarise(rows),
-                  "gain_over_frozen_projection": gains}  # fmt: skip
+        rows = rows_of_other_seeds(path, settings, seeds) + rows
+        gains = {}
+        for name in ("mlp_mtl", "mlpr"):
+            mine = [r for r in rows if r["recipe"] == name]
+            gains[name] = lifts(mine, baseline=f"{name} | {SETTINGS[1]}")
+        extra = {**settings, "seeds": sorted({r["seed"] for r in rows}),
+                 "summary": summarise(rows), "gain_over_frozen_projection": gains}  # fmt: skip
         write_results("mlpr_table3", rows, extra)
     print_table(f"Table 3 ({size}): fine-tuning the encoder's last layer", rows, TASKS)
 
