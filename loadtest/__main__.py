@@ -1,4 +1,5 @@
 """python -m loadtest: locust headless against a running service, then the figures.
+(`python -m loadtest --shoppers ...`: simulated shoppers instead, see loadtest/shopper_run.py.)
 
     python -m loadtest --host http://127.0.0.1:8000 --users 16 --run-time 60s \\
         --csv results/loadtest/locust [--rate 300] [--replay auto] [--sizes 100:1] ...
@@ -88,6 +89,11 @@ def print_report(stats: list[dict], client: dict, server: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--shoppers" in argv:
+        from loadtest.shopper_run import main as shoppers_main
+
+        return shoppers_main([a for a in argv if a != "--shoppers"])
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="http://127.0.0.1:8000")
     parser.add_argument("--users", type=int, default=16)

@@ -18,10 +18,13 @@ class HttpError(RuntimeError):
     """The connection failed or the answer was not HTTP/1.1 with a Content-Length body."""
 
 
-def request_bytes(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+def request_bytes(
+    method: str, path: str, host: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 

@@ -160,6 +160,20 @@ def probabilities(behaviour: Behaviour, rows: Rows) -> tuple[np.ndarray, ...]:
     return p_click, _sigmoid(b[:, 1] + conversion), _sigmoid(b[:, 2] + conversion)
 
 
+def cascade(
+    behaviour: Behaviour, rows: Rows, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels [R, 3] int8 (click, atc, purchase) drawn in the cascade, and expected reach
+    [R, 3] (P(click), P(atc), P(purchase)) of each row: what one shopper does with a list."""
+    p_click, p_atc, p_purchase = probabilities(behaviour, rows)
+    u = rng.random((len(p_click), 3))
+    click = u[:, 0] < p_click
+    atc = click & (u[:, 1] < p_atc)
+    purchase = atc & (u[:, 2] < p_purchase)
+    reach = np.cumprod(np.stack([p_click, p_atc, p_purchase], axis=1), axis=1)
+    return np.stack([click, atc, purchase], axis=1).astype(np.int8), reach
+
+
 def solve_intercept(weight: np.ndarray, score: np.ndarray, target: float, what: str) -> float:
     """The b with sum_r weight[r] * sigmoid(b + score[r]) == target (relative error 1e-6).
 

@@ -98,7 +98,7 @@ query_attribute_probs, relevance_click_effect, relevance_conversion_effect,
 rate_multiplier, atc_per_purchase, max_atc_given_click, scenarios (ScenarioSpec: name,
 share, ctr, cvr, price_weight_shift), platforms (PlatformSpec: name, share,
 price_weight_shift, brand_weight_shift, cheap_query_prob, premium_query_prob),
-calibration_sessions, sessions_per_chunk, show_progress.
+calibration_sessions, sessions_per_chunk, first_chunk, show_progress.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ from training.data.behaviour import (
     UTILITY_FEATURES,
     Behaviour,
     calibrate,
+    cascade,
     draw_behaviour,
-    probabilities,
 )
 from training.data.catalog import STATIC_FEATURES, build_catalog
 from training.data.categories import NON_PRODUCT_TOP_CATEGORIES, CategoryTree, load_category_tree
@@ -234,6 +234,10 @@ class GeneratorConfig:
     """Sessions of the pilot sample on which the intercepts are calibrated."""
     sessions_per_chunk: int = 2000
     """Sessions simulated and written (one Parquet row group) at a time: bounds memory."""
+    first_chunk: int = 0
+    """Seed index of the first chunk of sessions. Logs of the same seed share the world
+    (catalog, true weights, calibration) whatever this is; disjoint chunk ranges hold
+    different sessions, e.g. a held-out log for simulated shoppers that no model trained on."""
     show_progress: bool = True
     """Show a tqdm progress bar over impressions."""
 
@@ -261,6 +265,7 @@ class GeneratorConfig:
             "rate_multiplier > 0": self.rate_multiplier > 0,
             "calibration_sessions >= 100": self.calibration_sessions >= 100,
             "sessions_per_chunk >= 1": self.sessions_per_chunk >= 1,
+            "first_chunk >= 0": self.first_chunk >= 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -321,17 +326,6 @@ def _calibrated(config: GeneratorConfig, world: World, behaviour: Behaviour) -> 
     return dataclasses.replace(behaviour, intercepts=intercepts)
 
 
-def _labels(behaviour: Behaviour, chunk: Chunk, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Cascade labels [R, 3] int8 (click, atc, purchase) and expected reach [R, 3]."""
-    p_click, p_atc, p_purchase = probabilities(behaviour, chunk.rows)
-    u = rng.random((len(p_click), 3))
-    click = u[:, 0] < p_click
-    atc = click & (u[:, 1] < p_atc)
-    purchase = atc & (u[:, 2] < p_purchase)
-    reach = np.cumprod(np.stack([p_click, p_atc, p_purchase], axis=1), axis=1)
-    return np.stack([click, atc, purchase], axis=1).astype(np.int8), reach
-
-
 def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
     """Write impressions.parquet, catalog.parquet and ground_truth.json; return the truth."""
     out = Path(out_dir)
@@ -345,11 +339,12 @@ def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
     progress = tqdm(total=config.impressions, unit="imp", disable=not config.show_progress)
     with pq.ParquetWriter(out / "impressions.parquet", IMPRESSION_SCHEMA, compression="zstd") as w:
         while written < config.impressions:
-            rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1, chunk_index]))
+            seed = [config.seed, 1, config.first_chunk + chunk_index]
+            rng = np.random.default_rng(np.random.SeedSequence(seed))
             chunk = simulate_chunk(
                 config, world, config.sessions_per_chunk, config.impressions - written, rng
             )
-            labels, reach = _labels(behaviour, chunk, rng)
+            labels, reach = cascade(behaviour, chunk.rows, rng)
             table = columns.table(chunk, labels, counts.sessions)
             w.write_table(table, row_group_size=table.num_rows)
             counts.add(chunk, labels, reach)

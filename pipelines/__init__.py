@@ -1,0 +1,1 @@
+"""Orchestration that spans stages: the online learning round, the experiment report."""
