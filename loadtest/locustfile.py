@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.request
 from itertools import count
@@ -148,7 +149,10 @@ def start_clock(environment, **_) -> None:
 
 def upsert(host: str, source) -> None:
     """POST /v1/items the replayed catalog's titles, so its products are warm like a real
-    catalog's; the cold share then comes from the traffic mix alone."""
+    catalog's; the cold share then comes from the traffic mix alone. /v1/items needs an
+    admin token: the first of MOERANK_ADMIN_TOKENS (or MOERANK_ADMIN_TOKEN) here."""
+    tokens = os.environ.get("MOERANK_ADMIN_TOKENS") or os.environ.get("MOERANK_ADMIN_TOKEN", "")
+    headers = {**JSON, "authorization": f"Bearer {tokens.split(',')[0].strip()}"}
     items = [
         {"id": item["id"], "title": item["title"]}
         for item in catalog_items(source)
@@ -156,7 +160,7 @@ def upsert(host: str, source) -> None:
     ]
     for start in range(0, len(items), 100):
         body = json.dumps({"items": items[start : start + 100]}).encode()
-        request = urllib.request.Request(f"{host}/v1/items", body, JSON, method="POST")
+        request = urllib.request.Request(f"{host}/v1/items", body, headers, method="POST")
         with urllib.request.urlopen(request, timeout=60) as answer:
             answer.read()
     log.info("upserted %d replayed products", len(items))

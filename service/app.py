@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from service import metrics
+from service.auth import require_json, require_token
 from service.bundle import BundleError
 from service.embedding_store import StoreUnavailable
 from service.rejections import Rejected, from_validation_errors, parse_json
@@ -31,7 +29,6 @@ from service.schemas import (
 from service.settings import Settings
 
 JSON = "application/json"
-BEARER = HTTPBearer(auto_error=False)
 
 
 def json_body(model) -> dict:
@@ -77,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,  # also counts chunked bodies as they arrive
     )
-    app.state.ready = False
+    app.state.ready, app.state.settings = False, settings
     app.add_middleware(RequestMetrics)
     document_bodies(app, [RankRequest, ItemsUpsert, ReloadRequest])
 
@@ -97,12 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await rejected(request, Rejected.one(413, "body_too_large", "body", message))
         return await http_exception_handler(request, exc)
 
-    def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]):
-        if not settings.admin_token:
-            raise Rejected.one(403, "unauthorized", "authorization", "MOERANK_ADMIN_TOKEN unset")
-        given = credentials.credentials if credentials else ""
-        if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
-            raise Rejected.one(401, "unauthorized", "authorization", "bearer token required")
+    admin = [Depends(require_token("admin")), Depends(require_json)]
 
     @app.post(
         "/v1/rank",
@@ -119,7 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ranking = app.state.runtime.ranking
         return Response(await ranking.rank(await request.body()), media_type=JSON)
 
-    @app.post("/v1/items", response_model=ItemsStored, openapi_extra=json_body(ItemsUpsert))
+    @app.post(
+        "/v1/items",
+        response_model=ItemsStored,
+        openapi_extra=json_body(ItemsUpsert),
+        dependencies=admin,
+    )
     async def upsert_items(request: Request) -> ItemsStored:
         """Store product texts: their embeddings are computed now and written to the store."""
         runtime = app.state.runtime
@@ -140,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/admin/reload",
         response_model=ReloadResult,
         openapi_extra=json_body(ReloadRequest),
-        dependencies=[Depends(admin)],
+        dependencies=admin,
     )
     async def reload(request: Request) -> ReloadResult:
         """Load a bundle beside the serving one and swap it in; a bad one is refused."""

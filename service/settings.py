@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -118,4 +118,15 @@ class Settings(BaseSettings):
     lru_preload_items: int = Field(10_000, ge=0)  # the file store's first N ids, into the LRU
     warmup_calls: int = Field(5, ge=0)
     shutdown_timeout_s: float = Field(10.0, gt=0)  # in-flight requests get this long to finish
-    admin_token: str | None = None  # None: /admin/* is disabled
+    # Bearer tokens (service/auth.py), comma-separated, and/or a file of them (a mounted
+    # secret). None configured: the endpoints of that scope are disabled (403).
+    # MOERANK_ADMIN_TOKEN, the single token of old, still counts.
+    admin_tokens: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "MOERANK_ADMIN_TOKENS", "MOERANK_ADMIN_TOKEN", "admin_tokens"
+        ),
+    )
+    admin_tokens_file: Path | None = None  # /admin/*, /v1/items
+    events_tokens: str | None = None  # /v1/events (admin tokens are accepted there too)
+    events_tokens_file: Path | None = None

@@ -18,11 +18,16 @@ from service.process import ServiceProcess, metric_delta
 from service.text_encoder import OnnxTextEncoder, load_embedding_store
 
 MAX_BODY = 200_000
+ADMIN = {"authorization": "Bearer test-e2e-admin"}
 
 
 @pytest.fixture(scope="module")
 def server(service_env, small_bundle):
-    env = {**service_env, "MOERANK_MAX_BODY_BYTES": str(MAX_BODY)}
+    env = {
+        **service_env,
+        "MOERANK_MAX_BODY_BYTES": str(MAX_BODY),
+        "MOERANK_ADMIN_TOKENS": "test-e2e-admin",
+    }
     with ServiceProcess(env) as service:
         yield service
 
@@ -149,7 +154,7 @@ def test_upserted_items_rank_as_their_titles_encoded_online(server, example):
     tag = uuid.uuid4().hex
     stored = [f"stored-{tag}-{n}" for n in range(len(titles))]
     upsert = {"items": [{"id": i, "title": t} for i, t in zip(stored, titles)]}
-    answer = httpx.post(f"{url}/v1/items", json=upsert, timeout=30)
+    answer = httpx.post(f"{url}/v1/items", json=upsert, headers=ADMIN, timeout=30)
     assert answer.status_code == 200 and answer.json()["stored"] == len(titles)
     by_store = [{**it, "id": i, "title": None} for it, i in zip(example["items"], stored)]
     by_title = [{**it, "id": f"fresh-{tag}-{n}"} for n, it in enumerate(example["items"])]

@@ -155,7 +155,7 @@ def test_admin_routes_are_closed_without_a_configured_token():
     from service.settings import Settings
 
     # No lifespan (no `with`): the token check answers before any model is needed.
-    client = TestClient(create_app(Settings(admin_token=None)))
+    client = TestClient(create_app(Settings(admin_tokens=None)))
     answer = client.post("/admin/reload", headers={"authorization": "Bearer "})
     assert answer.status_code == 403
     assert answer.json()["detail"][0]["field"] == "authorization"
