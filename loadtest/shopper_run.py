@@ -33,6 +33,8 @@ import numpy as np
 from loadtest.rawhttp import HttpError, RawClient, request_bytes
 from loadtest.shoppers import Answer, ShopperWorld, Tally, rank_body, read_world, shop
 
+MAX_EVENTS_PER_POST = 500  # the service takes at most MOERANK_MAX_EVENTS (1000) per batch
+
 
 @dataclass(frozen=True)
 class ShopperConfig:
@@ -137,6 +139,12 @@ class ShopperRun:
         if not answers:
             return
         events, tally = shop(self.world, answers, self.rng, time.time())
+        for start in range(0, len(events), MAX_EVENTS_PER_POST):
+            await self._post_events(events[start : start + MAX_EVENTS_PER_POST])
+        for arm, values in tally.counts.items():
+            self.tally.add(arm, values)
+
+    async def _post_events(self, events: list[dict]) -> None:
         body = json.dumps({"events": events}).encode()
         request = request_bytes("POST", "/v1/events", self.host, body, self.auth)
         try:
@@ -151,8 +159,6 @@ class ShopperRun:
         else:
             self.events["rejected_batches"] += 1
             print(f"/v1/events answered {status}: {answer[:300]!r}", file=sys.stderr)
-        for arm, values in tally.counts.items():
-            self.tally.add(arm, values)
 
     async def _snapshot_every(self) -> None:
         while True:

@@ -47,6 +47,7 @@ METRICS = {
 }
 EVENT_COUNTS = {"impression": "impressions", "click": "clicks"}
 EVENT_COUNTS |= {"add_to_cart": "add_to_carts", "purchase": "purchases"}
+NO_VARIANT = ("", "none")  # the service's label value for a request in no experiment
 
 
 def rate_with_ci(count: float, total: float, alpha: float) -> dict:
@@ -128,7 +129,8 @@ def arms_from_metrics(text: str, experiment: str | None = None) -> dict[str, dic
             labels = sample.labels
             if experiment is not None and labels.get("experiment") != experiment:
                 continue
-            arm = labels.get("variant") or labels.get("model", "")
+            variant = labels.get("variant", "")
+            arm = variant if variant not in NO_VARIANT else labels.get("model", "")
             counts = arms.setdefault(arm, dict.fromkeys(EVENT_COUNTS.values(), 0.0))
             if labels.get("type") in EVENT_COUNTS:
                 counts[EVENT_COUNTS[labels["type"]]] += sample.value

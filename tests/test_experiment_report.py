@@ -74,7 +74,7 @@ moerank_events_total{experiment="abc",model="dnn",type="click",variant="control"
 moerank_events_total{experiment="abc",model="best",type="impression",variant="treatment"} 900.0
 moerank_events_total{experiment="abc",model="best",type="click",variant="treatment"} 60.0
 moerank_events_total{experiment="abc",model="best",type="purchase",variant="treatment"} 2.0
-moerank_events_total{experiment="",model="dnn",type="impression",variant=""} 10.0
+moerank_events_total{experiment="none",model="dnn",type="impression",variant="none"} 10.0
 """
 
 
