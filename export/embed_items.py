@@ -10,7 +10,8 @@ batches of texts of similar length, and written while the next batch encodes.
 
 Stores (DESIGN.md):
 - Redis: one key per item, `service.embedding_store.item_key(prefix, encoder_id, item_id)`,
-  value the raw little-endian vector (`to_bytes`); each batch is one pipelined MSET.
+  value the raw little-endian vector (`to_bytes`); each batch is one pipeline of SETs (on a
+  Redis Cluster, `redis+cluster://host:port,...`, one pipeline per node).
 - File: the `.npz` the service preloads (`service.text_encoder.load_embedding_store`: item_ids,
   embeddings, encoder_id). Finished batches are kept in `<out>.parts/` until the store is
   assembled, so an interrupted run loses at most the batches in flight.
@@ -36,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from service.embedding_store import item_key, to_bytes
+from service.redis_url import sync_client
 from service.text_encoder import VARIANTS, OnnxTextEncoder
 from training.data.catalog_file import read_catalog, write_embedding_store
 
@@ -43,16 +45,13 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("float16", "float32")
 EXISTS_CHUNK = 2000  # keys per pipelined EXISTS round trip
-MSET_CHUNK = 1000  # keys per MSET command within a batch's pipeline
 
 
 class RedisSink:
     """Writes vectors to Redis under the encoder's keys; `present` asks with pipelined EXISTS."""
 
     def __init__(self, url: str, prefix: str, encoder_id: str, dtype: str):
-        import redis
-
-        self.client = redis.Redis.from_url(url)
+        self.client = sync_client(url)
         self.client.ping()  # fail now, not after the first batch has been encoded
         self.prefix, self.encoder_id, self.dtype = prefix, encoder_id, dtype
 
@@ -70,14 +69,10 @@ class RedisSink:
         return found
 
     def write(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        # SETs, not MSET: a cluster refuses an MSET whose keys live in different slots.
         pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(item_ids), MSET_CHUNK):
-            pipe.mset(
-                {
-                    self.key(i): to_bytes(v, self.dtype)
-                    for i, v in zip(item_ids[start : start + MSET_CHUNK], vectors[start:])
-                }
-            )
+        for item_id, vector in zip(item_ids, vectors):
+            pipe.set(self.key(item_id), to_bytes(vector, self.dtype))
         pipe.execute()
 
     def finish(self) -> None:
@@ -192,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--catalog", type=Path, required=True, help="Parquet or CSV catalog")
     parser.add_argument("--encoder", type=Path, required=True, help="text encoder directory")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    target.add_argument(
+        "--redis", help="Redis URL: redis://127.0.0.1:6379/0, or redis+cluster://host:port,..."
+    )
     target.add_argument("--out", type=Path, help="file store (.npz) to write")
     parser.add_argument("--prefix", default="moerank", help="Redis key prefix (MOERANK_KEY_PREFIX)")
     parser.add_argument("--variant", default="fp32", choices=VARIANTS, help="encoder variant")

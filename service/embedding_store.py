@@ -4,7 +4,8 @@ Keys name the encoder that produced the vector (`<prefix>:emb:<encoder_id>:<item
 a model with a new encoder can never read another encoder's vectors. Values are raw
 little-endian float32 or float16 bytes, told apart by their length.
 
-Both stores have the same async interface; only Redis can fail, and it fails as
+All stores have the same async interface (a Redis Cluster's is in service/redis_cluster_store.py);
+only Redis can fail, and it fails as
 `StoreUnavailable` (after a timeout, or at once while its circuit breaker is open), which the
 ranking path turns into a degraded answer instead of an error.
 """
@@ -62,6 +63,9 @@ class InProcessStore:
     async def set_many(self, items: dict[str, bytes]) -> None:
         self._data.update(items)
 
+    async def open(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -72,6 +76,7 @@ class RedisStore:
     and guarded by a circuit breaker. Bulk writes get `bulk_timeout_s`."""
 
     name = "redis"
+    errors: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 
     def __init__(
         self,
@@ -95,6 +100,9 @@ class RedisStore:
         self._client = redis.Redis(connection_pool=pool)
         self.timeout_s, self.bulk_timeout_s, self.breaker = timeout_s, bulk_timeout_s, breaker
 
+    async def open(self) -> None:
+        """Connections open on first use."""
+
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return await self._call("mget", self.timeout_s, self._client.mget, keys)
 
@@ -110,15 +118,18 @@ class RedisStore:
             raise StoreUnavailable(str(exc)) from exc
         try:
             result = await asyncio.wait_for(command(*args), timeout_s)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            self.breaker.failure()
+        except self.errors as exc:
+            self._failed(exc)
             metrics.REDIS_ERRORS.labels(operation, _error_kind(exc)).inc()
             raise StoreUnavailable(f"redis {operation}: {type(exc).__name__}") from exc
-        except BaseException:  # cancelled with the request: the call's outcome is unknown
-            self.breaker.failure()
+        except BaseException as exc:  # cancelled with the request: its outcome is unknown
+            self._failed(exc)
             raise
         self.breaker.success()
         return result
+
+    def _failed(self, exc: BaseException) -> None:
+        self.breaker.failure()
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -17,6 +17,8 @@ from service.embedding_store import InProcessStore, RedisStore
 from service.embeddings import Calls, EmbeddingResolver
 from service.model_slot import ModelSlot
 from service.ranking import RankingService
+from service.redis_cluster_store import RedisClusterStore
+from service.redis_url import is_cluster
 from service.reload_sync import ReloadFollower
 from service.settings import Settings
 from service.text_encoder import load_embedding_store
@@ -54,7 +56,8 @@ def make_store(settings: Settings) -> InProcessStore | RedisStore:
         settings.breaker_cooldown_s,
         on_change=lambda state: metrics.BREAKER_STATE.set(int(state)),
     )
-    return RedisStore(
+    store = RedisClusterStore if is_cluster(settings.redis_url) else RedisStore
+    return store(
         settings.redis_url,
         settings.redis_timeout_ms / 1000,
         settings.redis_bulk_timeout_s,
@@ -85,6 +88,7 @@ class Runtime:
         path = (follower and follower.recorded_path()) or settings.bundle_path
         bundle = await asyncio.to_thread(load_bundle, settings, path)
         store = make_store(settings)
+        await store.open()
         embeddings = EmbeddingResolver(
             store,
             settings.key_prefix,

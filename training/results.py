@@ -27,6 +27,17 @@ def _git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The machine's CPU, as /proc/cpuinfo names it (benchmarks record where they ran)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def results_dir() -> Path:
     """Where figures go: $MOERANK_RESULTS_DIR, else the repository's results/."""
     return Path(os.environ.get("MOERANK_RESULTS_DIR", REPO_ROOT / "results"))
