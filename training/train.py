@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from training import distributed
 from training.checkpoint import save_checkpoint
 from training.data import schema
 from training.dataset import TensorData, category_counts, split_sessions, to_tensors
@@ -124,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="model option key=value")
     parser.add_argument("--text", action="store_true", help="use query/product text embeddings")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="stream the Parquet shard by shard (training/distributed.py); implied under torchrun",
+    )
     for f in fields(TrainConfig):
         parser.add_argument(
             f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default
@@ -131,6 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     overrides = parse_overrides(args.set)
+    if args.stream or distributed.launched_by_torchrun():
+        if args.text:
+            raise SystemExit("--text is not streamed: train with text in one process")
+        metrics = distributed.fit_streaming(args.data, args.model, overrides, config, args.out)
+        if metrics is not None:  # rank 0
+            print(json.dumps(metrics, indent=2))
+        return
     tasks = overrides.get("tasks", ("click",))
     prepared = prepare(args.data, tasks=tuple(tasks), text=args.text)
     _, metrics = fit(prepared, args.model, overrides, config, args.out)

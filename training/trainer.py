@@ -63,13 +63,14 @@ def predict(model: torch.nn.Module, data: TensorData, batch_size: int = 8192) ->
 
 
 def evaluate(model, data: TensorData, batch_size: int = 8192) -> dict[str, float]:
-    """Session AUC per task on `data`: `session_auc` is the first task's, `mean_session_auc`
-    the mean over the tasks where it is defined (the stopping rule; the same for one task)."""
-    probs = predict(model, data, batch_size)
-    labels = data.labels.numpy()
-    per_task = [
-        session_auc(labels[:, t], probs[:, t], data.sessions) for t in range(probs.shape[1])
-    ]
+    """Session AUC per task on `data` (see `auc_summary`)."""
+    return auc_summary(data.labels.numpy(), predict(model, data, batch_size), data.sessions)
+
+
+def auc_summary(labels: np.ndarray, probs: np.ndarray, sessions: np.ndarray) -> dict:
+    """`session_auc` is the first task's, `mean_session_auc` the mean over the tasks where it
+    is defined (the stopping rule; the same for one task), from labels and probs [n, T]."""
+    per_task = [session_auc(labels[:, t], probs[:, t], sessions) for t in range(probs.shape[1])]
     defined = [a for a in per_task if not np.isnan(a)]
     return {
         "session_auc": float(per_task[0]),
