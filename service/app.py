@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from service import metrics
+from service import events, metrics
 from service.auth import require_json, require_token
 from service.bundle import BundleError
 from service.embedding_store import StoreUnavailable
+from service.models_registry import reload_source
 from service.rejections import Rejected, from_validation_errors, parse_json
 from service.request_metrics import RequestMetrics
 from service.runtime import Runtime
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ready, app.state.settings = False, settings
     app.add_middleware(RequestMetrics)
-    document_bodies(app, [RankRequest, ItemsUpsert, ReloadRequest])
+    document_bodies(app, [RankRequest, ItemsUpsert, ReloadRequest, events.EventBatch])
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected):
@@ -107,9 +108,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def rank(request: Request) -> Response:
-        """Rank the candidate items of one query (highest score first)."""
-        ranking = app.state.runtime.ranking
-        return Response(await ranking.rank(await request.body()), media_type=JSON)
+        """Rank the candidate items of one query (highest score first). The answer's
+        request_id is X-Request-ID when given; shadow scoring and the served log happen after
+        the answer is sent."""
+        runtime = app.state.runtime
+        request_id = events.request_id_header(request.headers.get("x-request-id"))
+        ranked = await runtime.ranking.rank(await request.body(), request_id)
+        after = BackgroundTask(runtime.after_answer, ranked)
+        return Response(ranked.body, media_type=JSON, background=after)
+
+    @app.post(
+        "/v1/events",
+        response_model=events.EventsAccepted,
+        openapi_extra=json_body(events.EventBatch),
+        dependencies=[Depends(require_token("events")), Depends(require_json)],
+        responses={422: {"description": "bad events, each named; the good ones are recorded"}},
+    )
+    async def post_events(request: Request) -> Response:
+        """Feedback on answers (impression, click, add_to_cart, purchase), by request_id."""
+        runtime = app.state.runtime
+        outcome = events.record(
+            await request.body(),
+            runtime.ranking.served,
+            settings.max_events,
+            runtime.served_log,
+        )
+        counts = {"accepted": outcome.accepted, "unknown_request_ids": outcome.unknown_request_ids}
+        if outcome.errors:
+            metrics.REJECTED.labels("invalid_event").inc()
+            return JSONResponse({"detail": outcome.errors, **counts}, status_code=422)
+        return JSONResponse(counts)
 
     @app.post(
         "/v1/items",
@@ -121,7 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Store product texts: their embeddings are computed now and written to the store."""
         runtime = app.state.runtime
         payload = parse_json(ItemsUpsert, await request.body(), runtime.ranking.context)
-        bundle = runtime.slot.current
+        bundle = runtime.registry.current.default_bundle
         try:
             stored = await runtime.embeddings.upsert(bundle, payload.items)
         except StoreUnavailable as exc:
@@ -130,8 +158,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        """The loaded model and the features it expects."""
-        return {**app.state.runtime.slot.current.describe(), "max_items": settings.max_items}
+        """The default model and the features it expects at the top level; every loaded model
+        and experiment under `models` and `experiments`."""
+        served = app.state.runtime.registry.current
+        return {
+            **served.default_bundle.describe(),
+            "max_items": settings.max_items,
+            **served.describe(),
+        }
 
     @app.post(
         "/admin/reload",
@@ -140,16 +174,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=admin,
     )
     async def reload(request: Request) -> ReloadResult:
-        """Load a bundle beside the serving one and swap it in; a bad one is refused."""
+        """Load bundles beside the serving ones and swap them in once all of them load: one
+        model (`model`, `bundle_path`), or a whole models file. A bad one changes nothing."""
         body = await request.body()
         payload = parse_json(ReloadRequest, body) if body else ReloadRequest()
-        path = Path(payload.bundle_path) if payload.bundle_path else settings.bundle_path
+        runtime = app.state.runtime
+        source, names, model = reload_source(runtime.registry, settings, payload)
         try:
-            bundle = await app.state.runtime.reload(path)
+            served = await runtime.reload(source, names)
         except BundleError as exc:
-            raise Rejected.one(422, "bad_bundle", "bundle_path", str(exc)) from exc
+            field = "models_file" if names is None and source.models_file else "bundle_path"
+            raise Rejected.one(422, "bad_bundle", field, str(exc)) from exc
+        bundle = served.bundles.get(model) or served.default_bundle
         return ReloadResult(
-            model={"name": bundle.name, "version": bundle.version}, bundle_path=str(path)
+            model={"name": bundle.name, "version": bundle.version},
+            bundle_path=str(served.paths.get(model, source.models_file or "")),
+            models={n: {"name": b.name, "version": b.version} for n, b in served.bundles.items()},
         )
 
     @app.get("/healthz")

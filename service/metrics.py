@@ -105,6 +105,45 @@ MODEL_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 
+# Online experiments. Label values are models-file names, experiment and variant names (a
+# handful each), "none" outside an experiment and "unknown" for an event's unknown request id.
+SERVED = Counter(
+    "moerank_served_total",
+    "Ranking answers by model (models-file name), experiment and variant.",
+    ["model", "experiment", "variant"],
+)
+EVENTS = Counter(
+    "moerank_events_total",
+    "Feedback events accepted, by the model, experiment and variant that served the request, "
+    "and type (impression, click, add_to_cart, purchase).",
+    ["model", "experiment", "variant", "type"],
+)
+SHADOW_AGREEMENT = Histogram(
+    "moerank_shadow_agreement",
+    "Agreement of a shadow model's ranking with the served one, per pair and measure: "
+    "top10_overlap (shared items in the two top 10s / 10), kendall_tau (whole list).",
+    ["primary", "shadow", "measure"],
+    # No negative bound: prometheus-client then drops _sum, and the mean is what a dashboard
+    # shows. A negative tau falls into le="0.0" and still counts in _sum.
+    buckets=(0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0),
+)
+SHADOW_SCORED = Counter(
+    "moerank_shadow_scored_total",
+    "Shadow scorings done after the answer, by shadow model and outcome (ok, error).",
+    ["shadow", "outcome"],
+)
+SHADOW_DROPPED = Counter(
+    "moerank_shadow_dropped_total",
+    "Shadow scorings dropped because the shadow queue was full (or shut down), by shadow.",
+    ["shadow"],
+)
+SERVED_LOG_RECORDS = Counter(
+    "moerank_served_log_records_total",
+    "Served-log records by kind (served, event) and outcome (written; dropped: the writer's "
+    "queue was full; error: the write failed).",
+    ["kind", "outcome"],
+)
+
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

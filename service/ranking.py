@@ -4,6 +4,8 @@ call for the whole list -> sort -> top_n -> the response body."""
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -11,8 +13,9 @@ import orjson
 from service import metrics
 from service.bundle import Bundle
 from service.embeddings import Calls, EmbeddingResolver
-from service.features import build_inputs
-from service.model_slot import ModelSlot
+from service.events import NONE, Served, ServedRequests
+from service.features import ModelInputs, build_inputs
+from service.models_registry import ModelRegistry, Route
 from service.rejections import parse_json
 from service.schemas import RankRequest
 
@@ -29,22 +32,45 @@ class Stopwatch:
         self._last = now
 
 
+@dataclass
+class Ranked:
+    """One answered call: the body, and what the work after the answer (shadow scoring, the
+    served log) needs to see exactly what the model saw."""
+
+    body: bytes
+    request_id: str
+    ts: float
+    route: Route
+    request: RankRequest
+    inputs: ModelInputs
+    tensors: list[np.ndarray]  # the model's inputs, in its graph's order
+    order: np.ndarray  # rows of request.items as returned, best first
+    scores: np.ndarray  # [B] the score of every candidate, in request order
+
+
 class RankingService:
     def __init__(
         self,
-        slot: ModelSlot,
+        registry: ModelRegistry,
         embeddings: EmbeddingResolver,
         model_calls: Calls,
         max_items: int,
+        served: ServedRequests | None = None,
     ):
-        self.slot, self.embeddings, self._run_model = slot, embeddings, model_calls
+        self.registry, self.embeddings, self._run_model = registry, embeddings, model_calls
         self.context = {"max_items": max_items}
+        self.served = served or ServedRequests(0)
 
-    async def rank(self, body: bytes) -> bytes:
-        """A /v1/rank JSON body -> the response JSON; Rejected on bad input."""
+    async def rank(self, body: bytes, request_id: str | None = None) -> Ranked:
+        """A /v1/rank JSON body -> the answer; Rejected on bad input. `request_id`: the
+        caller's (X-Request-ID), else one is made."""
         watch = Stopwatch()
-        bundle = self.slot.current  # this call's model to the end, even across a reload
+        models = self.registry.current  # this call's models to the end, even across a reload
         request = parse_json(RankRequest, body, self.context)
+        request_id = request_id or uuid.uuid4().hex
+        units = {"user_id": request.user_id, "session_id": request.session_id}
+        route = models.route(request.model, request.experiment, {**units, "request_id": request_id})
+        bundle = route.bundle
         inputs = build_inputs(bundle, request)
         degraded = {
             "embedding_cache_misses": 0,
@@ -69,25 +95,34 @@ class RankingService:
             watch.lap("query_encode")
         scores, expert_index, expert_weight = await self._run_model(bundle.score, *tensors)
         watch.lap("inference")
-        body = respond(bundle, request, scores, expert_index, expert_weight, degraded)
+        final = scores[:, bundle.score_column]
+        order = np.argsort(-final, kind="stable")[: request.top_n]
+        body = respond(
+            bundle, request, scores, order, expert_index, expert_weight, degraded, route, request_id
+        )
         watch.lap("respond")
         metrics.ITEMS_PER_REQUEST.observe(len(request.items))
         for expert in expert_index.tolist():
             metrics.EXPERT_SELECTED.labels(str(expert)).inc()
-        return body
+        # Known before the answer leaves, so an event sent the moment it arrives finds it.
+        self.served.remember(request_id, Served(route.model, route.experiment, route.variant))
+        metrics.SERVED.labels(route.model, route.experiment or NONE, route.variant or NONE).inc()
+        return Ranked(body, request_id, time.time(), route, request, inputs, tensors, order, final)
 
 
 def respond(
     bundle: Bundle,
     request: RankRequest,
     scores: np.ndarray,
+    order: np.ndarray,
     expert_index: np.ndarray,
     expert_weight: np.ndarray,
     degraded: dict,
+    route: Route,
+    request_id: str,
 ) -> bytes:
     """The ranked items (score, then per-task probabilities), experts and degradations."""
     final = scores[:, bundle.score_column]
-    order = np.argsort(-final, kind="stable")[: request.top_n]
     items = request.items
     tasks = bundle.tasks
     ranked = [
@@ -100,9 +135,16 @@ def respond(
         {"index": index, "weight": weight}
         for index, weight in zip(expert_index.tolist(), expert_weight.tolist())
     ]
+    model = {
+        "name": bundle.name,
+        "version": bundle.version,
+        "experiment": route.experiment,
+        "variant": route.variant,
+    }
     return orjson.dumps(
         {
-            "model": {"name": bundle.name, "version": bundle.version},
+            "request_id": request_id,
+            "model": model,
             "items": ranked,
             "experts": experts,
             "degraded": degraded,

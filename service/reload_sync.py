@@ -1,6 +1,7 @@
 """Reloads across uvicorn workers: POST /admin/reload reaches one worker, which records the
-bundle it now serves in a file the workers share; the others poll it and follow. A worker
-that uvicorn restarts later starts from the recorded bundle, not the configured one."""
+models it now serves (a registry Source, plain JSON) in a file the workers share; the others
+poll it and follow. A worker that uvicorn restarts later starts from the recorded models, not
+the configured ones."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from service.bundle import BundleError
-from service.model_slot import ModelSlot
 
 log = logging.getLogger("uvicorn.error")
 
@@ -22,19 +23,20 @@ class ReloadFollower:
         self.record, self.interval_s = record, interval_s
         self._seen = self._read().get("id")
 
-    def recorded_path(self) -> Path | None:
-        path = self._read().get("bundle_path")
-        return Path(path) if path else None
+    def recorded(self) -> dict | None:
+        """The last published reload ({"source": ..., "reloaded": [...]}), if any."""
+        record = self._read()
+        return record if "source" in record else None
 
-    def publish(self, bundle_path: Path) -> None:
-        """Record a bundle this worker swapped in; written whole, then renamed into place."""
+    def publish(self, source: dict, reloaded: list[str]) -> None:
+        """Record a reload this worker made; written whole, then renamed into place."""
         self._seen = uuid.uuid4().hex
         partial = self.record.with_name(f"{self.record.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps({"bundle_path": str(bundle_path), "id": self._seen}))
+        partial.write_text(json.dumps({"source": source, "reloaded": reloaded, "id": self._seen}))
         partial.replace(self.record)
 
-    async def follow(self, slot: ModelSlot) -> None:
-        """Run until cancelled: reload whatever another worker published."""
+    async def follow(self, apply: Callable[[dict], Awaitable[object]]) -> None:
+        """Run until cancelled: apply whatever another worker published."""
         while True:
             await asyncio.sleep(self.interval_s)
             record = self._read()
@@ -42,11 +44,11 @@ class ReloadFollower:
                 continue
             self._seen = record["id"]
             try:
-                bundle = await slot.reload(Path(record["bundle_path"]))
+                await apply(record)
             except BundleError as exc:
-                log.error("another worker's bundle %s failed here: %s", record, exc)
+                log.error("another worker's reload %s failed here: %s", record, exc)
                 continue
-            log.info("followed a reload: now serving %s %s", bundle.name, bundle.version)
+            log.info("followed a reload: %s", record["source"])
 
     def _read(self) -> dict:
         try:

@@ -15,12 +15,15 @@ from service.bundle import Bundle
 from service.circuit_breaker import CircuitBreaker
 from service.embedding_store import InProcessStore, RedisStore
 from service.embeddings import Calls, EmbeddingResolver
-from service.model_slot import ModelSlot
-from service.ranking import RankingService
+from service.events import ServedRequests
+from service.models_registry import ModelRegistry, ServedModels, Source, configured_source
+from service.ranking import Ranked, RankingService
 from service.redis_cluster_store import RedisClusterStore
 from service.redis_url import is_cluster
 from service.reload_sync import ReloadFollower
+from service.served_log import ServedLogWriter, served_record
 from service.settings import Settings
+from service.shadow import ShadowScorer
 from service.text_encoder import load_embedding_store
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
@@ -68,7 +71,7 @@ def make_store(settings: Settings) -> InProcessStore | RedisStore:
 
 @dataclass
 class Runtime:
-    slot: ModelSlot
+    registry: ModelRegistry
     embeddings: EmbeddingResolver
     ranking: RankingService
     store: InProcessStore | RedisStore
@@ -76,6 +79,8 @@ class Runtime:
     follower: ReloadFollower | None  # several workers only
     following: asyncio.Task | None
     watching: asyncio.Task  # the event loop's lag, into /metrics
+    shadows: ShadowScorer
+    served_log: ServedLogWriter | None
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -84,9 +89,11 @@ class Runtime:
         pooled = Calls(executor)
         model_calls = Calls(executor, on_loop=settings.model_calls == "event_loop")
 
-        follower = ReloadFollower(settings.run_dir / "bundle.json") if settings.run_dir else None
-        path = (follower and follower.recorded_path()) or settings.bundle_path
-        bundle = await asyncio.to_thread(load_bundle, settings, path)
+        follower = ReloadFollower(settings.run_dir / "models.json") if settings.run_dir else None
+        recorded = follower and follower.recorded()
+        source = Source.from_json(recorded["source"]) if recorded else configured_source(settings)
+        registry = await ModelRegistry.start(source, partial(load_bundle, settings))
+        bundle = registry.current.default_bundle
         store = make_store(settings)
         await store.open()
         embeddings = EmbeddingResolver(
@@ -103,25 +110,55 @@ class Runtime:
         if settings.embedding_store_path:
             saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)
             await embeddings.preload(saved, bundle.encoder_id, settings.lru_preload_items)
-        slot = ModelSlot(bundle, partial(load_bundle, settings))
-        ranking = RankingService(slot, embeddings, model_calls, settings.max_items)
-        following = follower and asyncio.get_running_loop().create_task(follower.follow(slot))
-        log.info("ready: %s %s, %s store", bundle.name, bundle.version, store.name)
-        watching = asyncio.get_running_loop().create_task(watch_loop_lag())
-        return cls(slot, embeddings, ranking, store, executor, follower, following, watching)
+        served = ServedRequests(settings.served_requests)
+        ranking = RankingService(registry, embeddings, model_calls, settings.max_items, served)
+        following = None
+        if follower:
 
-    async def reload(self, path: Path) -> Bundle:
-        """Swap in the bundle at `path` here, and in the other workers (BundleError if bad)."""
-        bundle = await self.slot.reload(path)
+            async def follow(record: dict) -> None:
+                await registry.reload(Source.from_json(record["source"]), record["reloaded"])
+
+            following = asyncio.get_running_loop().create_task(follower.follow(follow))
+        log.info("ready: %s, %s store", sorted(registry.current.bundles), store.name)
+        watching = asyncio.get_running_loop().create_task(watch_loop_lag())
+        shadows = ShadowScorer(settings.shadow_queue, embeddings)
+        served_log = None
+        if settings.served_log_dir:
+            served_log = ServedLogWriter(
+                settings.served_log_dir,
+                settings.served_log_queue,
+                settings.served_log_segment_bytes,
+                settings.served_log_fsync_ms / 1000,
+            )
+        return cls(
+            registry, embeddings, ranking, store, executor, follower, following, watching,
+            shadows, served_log,
+        )  # fmt: skip
+
+    async def reload(self, source: Source, names: list[str] | None = None) -> ServedModels:
+        """Serve the models `source` names, loading `names` again (None: all), here and in
+        the other workers; BundleError (nothing changed) if any fails."""
+        served = await self.registry.reload(source, names)
         if self.follower:
-            self.follower.publish(path)
-        log.info("reloaded: now serving %s %s from %s", bundle.name, bundle.version, path)
-        return bundle
+            self.follower.publish(
+                source.to_json(), names if names is not None else list(served.bundles)
+            )
+        log.info("reloaded: now serving %s", {n: b.version for n, b in served.bundles.items()})
+        return served
+
+    async def after_answer(self, ranked: Ranked) -> None:
+        """Work for an answer already sent: shadow scoring, the served log (both queued)."""
+        self.shadows.offer(ranked)
+        if self.served_log:
+            self.served_log.write(partial(served_record, ranked), "served")
 
     async def stop(self) -> None:
         self.watching.cancel()
         if self.following:
             self.following.cancel()
+        await self.shadows.stop()
+        if self.served_log:
+            await asyncio.to_thread(self.served_log.close)
         await self.embeddings.drain()
         await self.store.close()
         self.executor.shutdown(wait=True)

@@ -63,6 +63,10 @@ class RankRequest(BaseModel):
         min_length=1, description="the candidates, each id once"
     )
     top_n: int | None = Field(None, ge=1, description="return only the best top_n")
+    model: str | None = Field(None, max_length=64, description="serve this model (wins)")
+    experiment: str | None = Field(None, max_length=64, description="route by this experiment")
+    user_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
+    session_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
 
 
 class ItemText(BaseModel):
@@ -81,14 +85,21 @@ class ItemsUpsert(BaseModel):
 
 
 class ReloadRequest(BaseModel):
+    """Empty: read the configured models file (or bundle path) again. `model` (+ optional
+    `bundle_path`): replace that model. `models_file`: serve another models file."""
+
     model_config = REQUEST_CONFIG
 
-    bundle_path: str | None = Field(None, description="default: the configured bundle path")
+    bundle_path: str | None = Field(None, description="default: the model's configured path")
+    model: str | None = Field(None, description="the model to replace (default: the default)")
+    models_file: str | None = Field(None, description="a models file to serve whole")
 
 
 class ModelRef(BaseModel):
     name: str
     version: str
+    experiment: str | None = Field(None, description="the experiment that routed this request")
+    variant: str | None = Field(None, description="its variant")
 
 
 class RankedItem(BaseModel):
@@ -117,6 +128,10 @@ class Degraded(BaseModel):
 
 
 class RankResponse(BaseModel):
+    request_id: str = Field(
+        description="X-Request-ID if given, else generated: send it back "
+        "with the events of this answer"
+    )
     model: ModelRef
     items: list[RankedItem]
     experts: list[ExpertUse]
@@ -131,3 +146,4 @@ class ItemsStored(BaseModel):
 class ReloadResult(BaseModel):
     model: ModelRef
     bundle_path: str
+    models: dict[str, ModelRef] = Field(default_factory=dict, description="all served now")

@@ -130,3 +130,14 @@ class Settings(BaseSettings):
     admin_tokens_file: Path | None = None  # /admin/*, /v1/items
     events_tokens: str | None = None  # /v1/events (admin tokens are accepted there too)
     events_tokens_file: Path | None = None
+    # Online experiments (README "Running an experiment"). Unset: MOERANK_BUNDLE_PATH alone,
+    # served as model "default".
+    models_file: Path | None = None
+    max_events: int = Field(1000, ge=1)  # events in one POST /v1/events
+    # request_id -> (model, experiment, variant) kept for events: the last N answers.
+    served_requests: int = Field(200_000, ge=0)
+    shadow_queue: int = Field(1000, ge=0)  # shadow scorings waiting; beyond: dropped, counted
+    served_log_dir: Path | None = None  # unset: no served log
+    served_log_queue: int = Field(10_000, ge=0)  # records waiting for the writer thread
+    served_log_segment_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # rotate past this size
+    served_log_fsync_ms: float = Field(1000.0, ge=0)  # fsync at most this long after a write

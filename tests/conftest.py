@@ -115,6 +115,23 @@ def small_bundle(small_log_dir, encoder_dir, tmp_path_factory):
     return bundle, artifacts
 
 
+def bundle_variant(original, directory, edit=None, model: bytes | None = None):
+    """A bundle directory sharing `original`'s files (symlinks), with its manifest passed
+    through `edit` and, if given, other model.onnx bytes."""
+    import json
+    import os
+
+    directory.mkdir()
+    os.symlink(original / "text_encoder", directory / "text_encoder")
+    if model is None:
+        os.symlink(original / "model.onnx", directory / "model.onnx")
+    else:
+        (directory / "model.onnx").write_bytes(model)
+    manifest = json.loads((original / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps(edit(manifest) if edit else manifest))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def redis_prefix():
     """A key prefix of its own on the machine's Redis (127.0.0.1:6379), never flushed: the

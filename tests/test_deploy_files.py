@@ -373,6 +373,12 @@ def test_dashboard_queries_name_real_metrics_and_labels(routes):
         "moerank_requests_rejected_total",
         "moerank_embedding_lookups_total",
         "moerank_expert_selected_total",
+        # online experiments: CTR / ATC / CTCVR per variant, shadow agreement
+        "moerank_events_total",
+        "moerank_served_total",
+        "moerank_shadow_agreement_sum",
+        "moerank_shadow_agreement_count",
+        "moerank_shadow_dropped_total",
     ):
         assert needed in covered
     quantiles = {

@@ -110,7 +110,12 @@ def test_rank_returns_the_bundle_ranking(service, request, small_bundle, example
         "embedding_store": "ok",
     }
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    assert answer["model"] == {"name": manifest["name"], "version": manifest["version"]}
+    assert answer["model"] == {
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "experiment": None,  # no models file: the single bundle, in no experiment
+        "variant": None,
+    }
 
 
 def test_missing_inputs_are_imputed_reported_and_scored_as_the_manifest_says(

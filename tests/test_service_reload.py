@@ -2,31 +2,17 @@
 request, bad bundles refused while the old model keeps serving, the token required."""
 
 import json
-import os
 import shutil
 import time
 
 import httpx
 import pytest
+from conftest import bundle_variant as variant
 
 from service.process import ServiceProcess, metric_delta
 
 TOKEN = "test-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-def variant(original, directory, edit=None, model: bytes | None = None):
-    """A bundle directory sharing `original`'s files (symlinks), with its manifest passed
-    through `edit` and, if given, other model.onnx bytes."""
-    directory.mkdir()
-    os.symlink(original / "text_encoder", directory / "text_encoder")
-    if model is None:
-        os.symlink(original / "model.onnx", directory / "model.onnx")
-    else:
-        (directory / "model.onnx").write_bytes(model)
-    manifest = json.loads((original / "manifest.json").read_text())
-    (directory / "manifest.json").write_text(json.dumps(edit(manifest) if edit else manifest))
-    return directory
 
 
 @pytest.fixture(scope="module")
