@@ -26,7 +26,9 @@ from service.lru import LRU
 from service.rejections import Rejected, from_validation_errors, parse_json
 from service.schemas import ITEM_ID, REQUEST_CONFIG
 
-NONE, UNKNOWN = "none", "unknown"  # label values: not in an experiment; request id unknown
+# Label values: "" outside an experiment (Prometheus reads it as no label); "unknown" for
+# an event whose request id the service does not know.
+NONE, UNKNOWN = "", "unknown"
 
 
 class Event(BaseModel):

@@ -106,7 +106,7 @@ MODEL_INFO = Gauge(
 )
 
 # Online experiments. Label values are models-file names, experiment and variant names (a
-# handful each), "none" outside an experiment and "unknown" for an event's unknown request id.
+# handful each), empty outside an experiment and "unknown" for an event's unknown request id.
 SERVED = Counter(
     "moerank_served_total",
     "Ranking answers by model (models-file name), experiment and variant.",
