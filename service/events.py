@@ -140,6 +140,7 @@ def record(body: bytes, served: ServedRequests, max_events: int, log) -> Outcome
                     model=who and who.model,
                     experiment=who and who.experiment,
                     variant=who and who.variant,
-                )
+                ),
+                "event",
             )
     return Outcome(accepted, len(unknown), errors)

@@ -136,19 +136,28 @@ class ServedLogWriter:
             except Exception:  # one record that cannot be made must not lose the others
                 log.exception("a served-log record could not be made")
                 metrics.SERVED_LOG_RECORDS.labels(kind, "error").inc()
-        if not lines:
-            return
-        data = b"".join(lines)
+        # A segment ends at the first line that takes it past the size limit.
+        start = 0
+        while start < len(lines):
+            room, end = self.segment_bytes - self._size, start
+            while end < len(lines) and room > 0:
+                room -= len(lines[end])
+                end += 1
+            if not self._write(b"".join(lines[start:end]), kinds[start:end]):
+                return
+            start = end
+
+    def _write(self, data: bytes, kinds: list[str]) -> bool:
         try:
             fd = self._segment()
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         except OSError:
-            log.exception("writing %d served-log records failed", len(lines))
+            log.exception("writing %d served-log records failed", len(kinds))
             for kind in kinds:
                 metrics.SERVED_LOG_RECORDS.labels(kind, "error").inc()
-            return
+            return False
         for kind in kinds:
             metrics.SERVED_LOG_RECORDS.labels(kind, "written").inc()
         self._size += len(data)
@@ -157,14 +166,14 @@ class ServedLogWriter:
         if self._size >= self.segment_bytes:
             self._sync()
             os.close(fd)
-            self._fd = None
+            self._fd, self._size = None, 0
+        return True
 
     def _segment(self) -> int:
         if self._fd is None:
             self._sequence += 1
             name = f"served-{os.getpid()}-{time.time_ns() // 1_000_000}-{self._sequence:06d}.jsonl"
             self._fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._size = 0
         return self._fd
 
     def _sync(self) -> None:

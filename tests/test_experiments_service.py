@@ -206,7 +206,8 @@ def test_bad_events_are_named_and_the_good_ones_still_recorded(server, example):
         metric_delta(before, after, "moerank_events_total", variant=answer["model"]["variant"]) == 2
     )
     for bad_body in (b"not json", b'{"events": []}', b'{"events": 3}', b'{"other": []}'):
-        refused = httpx.post(f"{server.url}/v1/events", content=bad_body, headers=auth(EVENTS))
+        headers = {**auth(EVENTS), "content-type": "application/json"}
+        refused = httpx.post(f"{server.url}/v1/events", content=bad_body, headers=headers)
         assert refused.status_code in (400, 422), bad_body
 
 
