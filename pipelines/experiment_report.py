@@ -3,12 +3,15 @@ the relative lift against control with its CI and test, and the sample size a mi
 detectable effect needs.
 
     python -m pipelines.experiment_report --metrics http://127.0.0.1:8000 --control control
-    python -m pipelines.experiment_report --shoppers results/online_abc/shoppers.json
+    python -m pipelines.experiment_report --served-log served/ --experiment abc
+    python -m pipelines.experiment_report --shoppers shoppers.json
 
 Where the counts come from: `--metrics` reads the service's /metrics
 (`moerank_events_total{model,experiment,variant,type}`: what it was told happened);
-`--shoppers` reads the summary of `python -m loadtest --shoppers` (what the shoppers did,
-and the expected counts under the generator's true model, reported beside the observed).
+`--served-log` reads a served-log directory (every returned item an impression, labelled
+by its events, through `training.served_log`); `--shoppers` reads the summary of
+`python -m loadtest --shoppers` (what the shoppers did, and the expected counts under the
+generator's true model, reported beside the observed).
 
 The statistics (statsmodels): every rate is events per impression (CTR = clicks,
 ATC rate = add-to-carts, CTCVR = purchases, each / impressions); its CI is Wilson's score
@@ -137,6 +140,31 @@ def arms_from_metrics(text: str, experiment: str | None = None) -> dict[str, dic
     return arms
 
 
+def arms_from_served_log(directory: Path, experiment: str | None = None) -> dict[str, dict]:
+    """Counts per arm from a served log: every returned item is an impression, labelled by
+    the events sent back for it (training.served_log, the same reader training uses)."""
+    from training.served_log import to_impressions
+
+    frame = to_impressions(directory).frame
+    if frame.empty:
+        return {}
+    if experiment is not None:
+        frame = frame[frame["served_experiment"] == experiment]
+    arm = frame["served_variant"].fillna(frame["served_model"]).rename("arm")
+    sums = frame.groupby(arm)[["click", "atc", "purchase"]].sum()
+    requests = frame.groupby(arm)["session_id"].nunique()
+    return {
+        name: {
+            "requests": float(requests[name]),
+            "impressions": float((arm == name).sum()),
+            "clicks": float(row["click"]),
+            "add_to_carts": float(row["atc"]),
+            "purchases": float(row["purchase"]),
+        }
+        for name, row in sums.iterrows()
+    }
+
+
 def scrape_arms(url: str, experiment: str | None = None) -> dict[str, dict[str, float]]:
     with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=10) as answer:
         return arms_from_metrics(answer.read().decode(), experiment)
@@ -181,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--metrics", help="service URL whose /metrics holds the event counts")
+    source.add_argument("--served-log", type=Path, help="a served-log directory")
     source.add_argument(
         "--shoppers", type=Path, help="summary JSON of python -m loadtest --shoppers"
     )
-    parser.add_argument("--experiment", help="only this experiment's arms (--metrics)")
+    parser.add_argument(
+        "--experiment", help="only this experiment's arms (--metrics, --served-log)"
+    )
     parser.add_argument("--control", default="control", help="the arm lifts are measured against")
     parser.add_argument("--mde", type=float, default=0.02, help="minimum detectable relative lift")
     parser.add_argument("--alpha", type=float, default=0.05)
@@ -193,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.metrics:
         arms = scrape_arms(args.metrics, args.experiment)
+    elif args.served_log:
+        arms = arms_from_served_log(args.served_log, args.experiment)
     else:
         arms = json.loads(args.shoppers.read_text())["arms"]
     try:
