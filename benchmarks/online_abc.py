@@ -23,7 +23,7 @@ with 95% bands. Then one round (`pipelines.online_round`): `best` is fine-tuned 
 log, exported, served as a canary beside `best` in the same service, driven by shoppers, and
 promoted or rolled back by the report's test.
 
-Writes results/online_abc.json, results/online_abc.png and results/online_round.json.
+Writes results/online_abc.json and .png, results/online_round.json and .png.
 """
 
 from __future__ import annotations
@@ -260,18 +260,26 @@ def main(argv: list[str] | None = None) -> int:
 
         drive = simulated_shoppers(
             args.shopper_log, service.url, tokens["events"], requests=args.round_requests,
-            duration_s=args.round_duration, concurrency=args.concurrency, seed=1,
+            duration_s=args.round_duration, concurrency=args.concurrency, seed=1, snapshot_s=30,
         )  # fmt: skip
         round_result = run_round(
             service.url, tokens["admin"], models_path, ARMS["best"], checkpoints["best"],
             served_log, work / "round1", RoundConfig(max_steps_per_epoch=args.round_steps), drive,
         )  # fmt: skip
-        print(format_table(round_result["online"]), flush=True)
+        traffic = round_result.pop("traffic")
         round_result |= {
             "command": abc["command"],
             "commit": abc["commit"],
             "machine": abc["machine"],
+            "answered": traffic["answered"],
+            "answered_per_s": traffic["answered_per_s"],
+            "events": traffic["events"],
+            "report_from_shoppers": report(traffic["arms"], "control"),
+            "ctr_over_time": ctr_over_time(traffic["snapshots"]),
         }
+        print(format_table(round_result["report_from_shoppers"]), flush=True)
+        plot(round_result["ctr_over_time"], args.out / "online_round.png",
+             f"Round 1: fine-tuned {ARMS['best']} (canary) against it (control)")  # fmt: skip
         (args.out / "online_round.json").write_text(json.dumps(round_result, indent=1, default=str))
     return 0
 
