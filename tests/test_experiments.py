@@ -1,6 +1,7 @@
 """The experiment commands run end to end at a tiny size and write the figures they promise."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -17,20 +18,33 @@ def tiny(monkeypatch, tmp_path, small_log_dir):
         train=TrainConfig(epochs=1, lr=3e-3, batch_size=1024),
         sweep_seeds=(0,),
         sweep_epochs=1,
+        tuning=common.Tuning(lrs=(3e-3,)),
+        xgboost_baseline=False,
     )
     monkeypatch.setitem(common.SIZES, "tiny", tiny_size)
     monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
     return tmp_path
 
 
-def test_table2_figure5_figure6_write_their_results(tiny, small_log, small_log_dir):
-    runs = adv_hsc_moe.table2(small_log, "tiny")
+def test_table2_figure5_figure6_write_their_results(tiny, small_log, small_log_dir, tmp_path):
+    runs = adv_hsc_moe.table2(small_log, "tiny", run_dir=tmp_path / "runs")
     adv_hsc_moe.figure5(small_log, runs, "tiny", buckets=3)
     adv_hsc_moe.figure6(small_log, runs, "tiny", small_log_dir)
-    table2 = json.loads((tiny / "adv_hsc_moe_table2.json").read_text())
-    assert {r["model"] for r in table2["rows"]} == set(adv_hsc_moe.TABLE2_MODELS)
-    assert set(table2["rows"][0]) == {"model", "seed", "session_auc", "ndcg_at_10", "ndcg"}
+    table2 = json.loads((tiny / "adv_hsc_moe_table2_click.json").read_text())
+    references = {f"oracle_{n}" for n in ("bayes", "blind_sub", "blind_top", "blind_global")}
+    references |= {"logreg_per_top"}
+    assert {r["model"] for r in table2["rows"]} == set(adv_hsc_moe.TABLE2_MODELS) | references
+    networks = [r for r in table2["rows"] if r["model"] in adv_hsc_moe.TABLE2_MODELS]
     assert all(0.5 < r["session_auc"] < 1 for r in table2["rows"])
+    oracle = {r["model"]: r for r in table2["rows"] if r["model"] in references}
+    assert oracle["oracle_blind_sub"]["headroom_share"] == pytest.approx(1.0)
+    assert oracle["oracle_blind_global"]["headroom_share"] == pytest.approx(0.0)
+    gated = [r for r in networks if r["model"] != "dnn"]
+    assert all(0 <= r["gate"]["normalised_mutual_information"] <= 1 for r in gated)
+    assert all(len(r["history"]) == r["epochs_run"] >= 1 for r in networks)
+    logs = list((tmp_path / "runs").glob("*/*/train_log.jsonl"))
+    assert len(logs) == len(networks)  # one training log beside each run
+    assert set(table2["tuning"]) == set(adv_hsc_moe.TABLE2_MODELS)
     figure5 = json.loads((tiny / "adv_hsc_moe_figure5.json").read_text())["rows"]
     assert len(figure5) == 3 * (len(adv_hsc_moe.TABLE2_MODELS) - 1)
     sizes = [r["train_rows"] for r in figure5 if r["model"] == "moe"]
@@ -54,3 +68,23 @@ def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):
     assert {r["field"] for r in figure2} == set(wecan.FIELDS)
     assert all(0 < r["weight"] < 1 for r in figure2)
     assert (tiny / "wecan_figure2.png").stat().st_size > 0
+
+
+def test_every_model_gets_the_same_tuning_budget():
+    grid = common.Tuning(lrs=(1e-3, 3e-3), gate_lr_scales=(1.0, 10.0))
+    gated, dense = grid.trials(gated=True), grid.trials(gated=False)
+    assert len(gated) == len(dense) == 4
+    assert {t["gate_lr_scale"] for t in gated} == {1.0, 10.0}
+    assert all(set(t) == {"lr"} for t in dense)
+    assert dense[0]["lr"] == pytest.approx(1e-3) and dense[-1]["lr"] > 3e-3
+    assert common.is_gated("adv_hsc_moe") and not common.is_gated("dnn")
+
+
+def test_tuning_picks_the_trial_with_the_best_validation_auc(tiny, small_log, monkeypatch):
+    grid = common.Tuning(lrs=(1e-5, 3e-3))
+    monkeypatch.setitem(common.SIZES, "tiny", replace(common.SIZES["tiny"], tuning=grid))
+    runs, record = common.tuned_runs(small_log, "tiny", "dnn", (0, 1))
+    assert len(runs) == 2 and len(record["trials"]) == 2
+    best = max(record["trials"], key=lambda t: t["valid_session_auc"])
+    assert record["chosen"]["lr"] == best["lr"]
+    assert runs[0][1]["valid_session_auc"] == best["valid_session_auc"]

@@ -32,6 +32,7 @@ class Prepared:
     valid: TensorData
     test: TensorData
     test_frame: pd.DataFrame
+    data_dir: Path | None = None  # where the log (and a generated log's oracle) lives
 
 
 def prepare(
@@ -54,6 +55,7 @@ def prepare(
         spec,
         *(to_tensors(spec, f, tasks, tables) for f in (train_frame, valid_frame, test_frame)),
         test_frame=test_frame,
+        data_dir=data_dir,
     )
 
 
@@ -93,8 +95,17 @@ def fit(
     result = train(model, prepared.train, prepared.valid, config, out_dir, progress)
     metrics = {
         "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
         "valid_session_auc": result.best_valid_auc,
         "test": test_metrics(model, prepared.test),
+        "history": [
+            {
+                "epoch": r["epoch"],
+                "task_loss": round(r["task_loss"], 6),
+                "valid_session_auc": round(r["valid"]["mean_session_auc"], 6),
+            }
+            for r in result.history
+        ],
     }
     if out_dir:
         save_checkpoint(out_dir / "model.pt", model_name, model, prepared.spec, metrics, counts)

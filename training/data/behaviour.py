@@ -4,11 +4,18 @@ For an impression of item i at 0-based position r in a session of scenario s and
 whose query names sub-category k, with z = the standardised utility features of the row:
 
     P(click)            = (1 + r) ** -eta * sigmoid(b_click[s] + z . w_click + rel_click[g])
-    P(atc | click)      = sigmoid(b_atc[s] + c)
-    P(purchase | atc)   = sigmoid(b_purchase[s] + c),   c = z . w_conv + rel_conv[g]
+    P(atc | click)      = sigmoid(b_atc[s] + c_atc)
+    P(purchase | atc)   = sigmoid(b_purchase[s] + c_buy)
+    c_atc = z . w_atc + rel_conv[g],   c_buy = z . w_buy + rel_conv[g]
 
     w_click = sub_weights[k] + scenario_deltas[s] + platform_deltas[p]
-    w_conv  = conversion_weights + scenario price shift + platform_deltas[p]
+    w_atc   = conversion_weights + scenario price shift + platform_deltas[p]
+    w_buy   = purchase_weights + scenario price shift + platform_deltas[p]
+
+sub_weights = base + h * (the top's deviation + the sub's deviation), h the category
+heterogeneity (h = 0: every sub-category clicks with the shared base weights). purchase_weights
+= rho * conversion_weights + sqrt(1 - rho^2) * an independent draw of the same norm, rho the
+atc/purchase correlation (rho = 1: one conversion score, as before the knob existed).
 
 where g is the graded relevance 0..3. The intercepts b are calibrated per scenario on a
 pilot sample so that the expected CTR, atc/click and CVR hit the targets.
@@ -50,7 +57,8 @@ class Behaviour:
 
     top_weights [n_top, F], dominant [n_top] (index into UTILITY_FEATURES), sub_weights
     [n_sub, F], scenario_deltas [n_scn, F] (noise + price shift), platform_deltas [n_plat, F]
-    (price and brand shifts only), conversion_weights [F], feature_mean/feature_std [F] (the
+    (price and brand shifts only), conversion_weights [F] (add-to-cart), purchase_weights [F]
+    (purchase given add-to-cart), feature_mean/feature_std [F] (the
     standardisation z = (x - mean) / std), click/conversion_relevance [4], eta, intercepts
     [n_scn, 3] for (click, atc, purchase).
     """
@@ -61,6 +69,7 @@ class Behaviour:
     scenario_deltas: np.ndarray
     platform_deltas: np.ndarray
     conversion_weights: np.ndarray
+    purchase_weights: np.ndarray
     feature_mean: np.ndarray
     feature_std: np.ndarray
     click_relevance: np.ndarray
@@ -85,11 +94,27 @@ def _vector(weights: dict[str, float]) -> np.ndarray:
     return np.array([weights.get(f, 0.0) for f in UTILITY_FEATURES])
 
 
-def draw_behaviour(config, sub_top: np.ndarray, rng: np.random.Generator) -> Behaviour:
+def purchase_vector(conversion: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """rho * conversion + sqrt(1 - rho^2) * d, d a Gaussian direction of conversion's norm:
+    the purchase stage's weights, correlated rho (cosine, in expectation) with add-to-cart's."""
+    if rho == 1.0:
+        return conversion.copy()
+    d = rng.standard_normal(conversion.shape)
+    d -= d @ conversion / (conversion @ conversion) * conversion  # orthogonal to conversion
+    d *= np.linalg.norm(conversion) / np.linalg.norm(d)
+    return rho * conversion + np.sqrt(1.0 - rho**2) * d
+
+
+def draw_behaviour(
+    config, sub_top: np.ndarray, rng: np.random.Generator, purchase_rng: np.random.Generator
+) -> Behaviour:
     """Draw the true weights (intercepts zero, standardisation identity until calibrated).
 
     Dominant features are dealt to top-categories from a seeded shuffle of
     DOMINANT_CANDIDATES, cycling, so each feature dominates in about n_top / 7 of them.
+    The knobs h (category_heterogeneity) and rho (purchase_conversion_correlation) rescale
+    draws after they are made, and rho's own draw comes from a separate stream
+    (`purchase_rng`), so the draws of `rng` are the same whatever the knobs.
     """
     n_top, n_features = int(sub_top.max()) + 1, len(UTILITY_FEATURES)
     deck = rng.permutation([UTILITY_FEATURES.index(f) for f in DOMINANT_CANDIDATES])
@@ -99,6 +124,9 @@ def draw_behaviour(config, sub_top: np.ndarray, rng: np.random.Generator) -> Beh
     sub_weights = top_weights[sub_top] + rng.normal(
         0, config.sibling_noise, (len(sub_top), n_features)
     )
+    base = _vector(BASE_CLICK_WEIGHTS)
+    h = config.category_heterogeneity
+    top_weights, sub_weights = base + h * (top_weights - base), base + h * (sub_weights - base)
     scenario_deltas = rng.normal(0, config.scenario_noise, (len(config.scenarios), n_features))
     scenario_deltas[:, PRICE] += [s.price_weight_shift for s in config.scenarios]
     platform_deltas = np.zeros((len(config.platforms), n_features))
@@ -111,6 +139,9 @@ def draw_behaviour(config, sub_top: np.ndarray, rng: np.random.Generator) -> Beh
         scenario_deltas=scenario_deltas,
         platform_deltas=platform_deltas,
         conversion_weights=_vector(CONVERSION_WEIGHTS),
+        purchase_weights=purchase_vector(
+            _vector(CONVERSION_WEIGHTS), config.purchase_conversion_correlation, purchase_rng
+        ),
         feature_mean=np.zeros(n_features),
         feature_std=np.ones(n_features),
         click_relevance=np.asarray(config.relevance_click_effect, dtype=float),
@@ -133,31 +164,46 @@ def examination(behaviour: Behaviour, position: np.ndarray) -> np.ndarray:
     return (1.0 + position) ** -behaviour.eta
 
 
-def scores(behaviour: Behaviour, rows: Rows, scenario: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Click logit and conversion score without intercepts, both [R].
+def scores(
+    behaviour: Behaviour, rows: Rows, scenario: np.ndarray, sub_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Click logit and the add-to-cart and purchase scores, without intercepts, each [R].
 
     `scenario` ([R]) is passed separately so calibration can score one pilot sample as if
-    every session came from each scenario in turn.
+    every session came from each scenario in turn; `sub_weights` [n_sub, F] replaces the
+    true click weights of each sub-category (the oracle's per-top and global rankings).
     """
     z = _standardised(behaviour, rows)
+    sub_weights = behaviour.sub_weights if sub_weights is None else sub_weights
     click_w = (
-        behaviour.sub_weights[rows.sub]
+        sub_weights[rows.sub]
         + behaviour.scenario_deltas[scenario]
         + behaviour.platform_deltas[rows.platform]
     )
     click = np.einsum("rf,rf->r", z, click_w) + behaviour.click_relevance[rows.relevance]
-    price_shift = behaviour.scenario_deltas[scenario, PRICE]
-    conv_w = behaviour.conversion_weights + behaviour.platform_deltas[rows.platform]
-    conversion = np.einsum("rf,rf->r", z, conv_w) + z[:, PRICE] * price_shift
-    return click, conversion + behaviour.conversion_relevance[rows.relevance]
+    price_shift = z[:, PRICE] * behaviour.scenario_deltas[scenario, PRICE]
+    relevance = behaviour.conversion_relevance[rows.relevance]
+    platform = behaviour.platform_deltas[rows.platform]
+    atc = np.einsum("rf,rf->r", z, behaviour.conversion_weights + platform) + price_shift
+    buy = np.einsum("rf,rf->r", z, behaviour.purchase_weights + platform) + price_shift
+    return click, atc + relevance, buy + relevance
 
 
 def probabilities(behaviour: Behaviour, rows: Rows) -> tuple[np.ndarray, ...]:
     """P(click), P(atc | click), P(purchase | atc), each [R]."""
-    click, conversion = scores(behaviour, rows, rows.scenario)
+    click, atc, buy = scores(behaviour, rows, rows.scenario)
     b = behaviour.intercepts[rows.scenario]
     p_click = examination(behaviour, rows.position) * _sigmoid(b[:, 0] + click)
-    return p_click, _sigmoid(b[:, 1] + conversion), _sigmoid(b[:, 2] + conversion)
+    return p_click, _sigmoid(b[:, 1] + atc), _sigmoid(b[:, 2] + buy)
+
+
+def click_given_examined(
+    behaviour: Behaviour, rows: Rows, sub_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """[R] position-blind P(click | examined) = sigmoid(b_click + click logit), optionally
+    with other click weights per sub-category (see `scores`)."""
+    click, _, _ = scores(behaviour, rows, rows.scenario, sub_weights)
+    return _sigmoid(behaviour.intercepts[rows.scenario, 0] + click)
 
 
 def cascade(
@@ -212,11 +258,12 @@ def calibrate(
     exam = examination(behaviour, pilot.position)
     intercepts = np.zeros_like(targets)
     for s, (ctr, atc, cvr) in enumerate(targets):
-        click, conv = scores(behaviour, pilot, np.full_like(pilot.scenario, s))
+        click, atc_score, buy_score = scores(behaviour, pilot, np.full_like(pilot.scenario, s))
         b_click = solve_intercept(row_weight * exam, click, ctr, "CTR")
         clicked = row_weight * exam * _sigmoid(b_click + click)  # expected clicks per row
         clicked /= clicked.sum()
-        b_atc = solve_intercept(clicked, conv, atc, "atc/click")
-        b_purchase = solve_intercept(clicked * _sigmoid(b_atc + conv), conv, cvr, "CVR")
+        b_atc = solve_intercept(clicked, atc_score, atc, "atc/click")
+        carted = clicked * _sigmoid(b_atc + atc_score)
+        b_purchase = solve_intercept(carted, buy_score, cvr, "CVR")
         intercepts[s] = (b_click, b_atc, b_purchase)
     return intercepts

@@ -6,7 +6,11 @@
   in (session, position) order, one row group per chunk of `sessions_per_chunk` sessions;
 - `catalog.parquet`: every item once (item_id, item_title, item_category, brand and the
   static numeric features), the input for precomputing item embeddings;
-- `ground_truth.json`: the true parameters of the simulator and the realised statistics.
+- `oracle.parquet`: row-aligned with the impressions, each row's true P(click),
+  P(atc | click), P(purchase | atc) and position-blind click probabilities (`oracle.py`);
+  never a model input;
+- `ground_truth.json`: the true parameters of the simulator, the realised statistics and
+  (key "oracle") the oracle's figures on the experiments' test split (`training.oracle`).
 
 The output is a pure function of the config (numpy Generators seeded from `seed`).
 Memory is bounded by one chunk (plus the catalog and the pilot, whatever the row count):
@@ -56,9 +60,8 @@ with the impression-weighted mean and std of the calibration pilot:
 
     P(click)          = (1 + position) ** -position_bias_eta
                         * sigmoid(b_click[scenario] + z . w_click + relevance_click_effect[g])
-    P(atc | click)    = sigmoid(b_atc[scenario] + c)
-    P(purchase | atc) = sigmoid(b_purchase[scenario] + c),
-    c                 = z . w_conv + relevance_conversion_effect[g]
+    P(atc | click)    = sigmoid(b_atc[scenario] + z . w_atc + relevance_conversion_effect[g])
+    P(purchase | atc) = sigmoid(b_purchase[scenario] + z . w_buy + relevance_conversion_effect[g])
 
 Labels are drawn in this cascade, so purchase implies atc implies click.
 w_click = sub-category weights + scenario delta + platform delta. Each top-category has
@@ -95,7 +98,7 @@ excluded_top_categories, items_per_sub_category, brands_per_top_category, zipf_e
 sibling_share, off_category_share, dominant_weight, top_noise, sibling_noise,
 scenario_noise, position_bias_eta, logging_noise, synonym_prob, modifier_keep_prob,
 query_attribute_probs, relevance_click_effect, relevance_conversion_effect,
-rate_multiplier, atc_per_purchase, max_atc_given_click, scenarios (ScenarioSpec: name,
+category_heterogeneity, purchase_conversion_correlation, rate_multiplier, atc_per_purchase, max_atc_given_click, scenarios (ScenarioSpec: name,
 share, ctr, cvr, price_weight_shift), platforms (PlatformSpec: name, share,
 price_weight_shift, brand_weight_shift, cheap_query_prob, premium_query_prob),
 calibration_sessions, sessions_per_chunk, first_chunk, show_progress.
@@ -122,6 +125,7 @@ from training.data.behaviour import (
 from training.data.catalog import STATIC_FEATURES, build_catalog
 from training.data.categories import NON_PRODUCT_TOP_CATEGORIES, CategoryTree, load_category_tree
 from training.data.ground_truth import Counts, ground_truth
+from training.data.oracle import ORACLE_SCHEMA, oracle_table, pooled_weights
 from training.data.sessions import Chunk, World, primes_above, simulate_chunk, zipf_traffic
 from training.data.tables import IMPRESSION_SCHEMA, Columns
 
@@ -220,6 +224,10 @@ class GeneratorConfig:
     """Click-logit effect of relevance 0, 1, 2, 3."""
     relevance_conversion_effect: tuple[float, float, float, float] = (-2.0, -1.0, 0.0, 0.7)
     """Effect of relevance 0..3 on the atc and purchase logits (buying needs a match)."""
+    category_heterogeneity: float = 1.0
+    """h: scales the top/sub-category deviations from the shared click weights (0: none)."""
+    purchase_conversion_correlation: float = 1.0
+    """rho: correlation of the purchase stage's weights with add-to-cart's (1: identical)."""
     rate_multiplier: float = 1.0
     """Scales every target CTR and CVR (denser labels for small experiments)."""
     atc_per_purchase: float = 3.0
@@ -263,6 +271,10 @@ class GeneratorConfig:
                 len(self.relevance_click_effect) == len(self.relevance_conversion_effect) == 4
             ),
             "rate_multiplier > 0": self.rate_multiplier > 0,
+            "category_heterogeneity >= 0": self.category_heterogeneity >= 0,
+            "-1 <= purchase_conversion_correlation <= 1": (
+                -1 <= self.purchase_conversion_correlation <= 1
+            ),
             "calibration_sessions >= 100": self.calibration_sessions >= 100,
             "sessions_per_chunk >= 1": self.sessions_per_chunk >= 1,
             "first_chunk >= 0": self.first_chunk >= 0,
@@ -291,7 +303,8 @@ def _world(config: GeneratorConfig) -> tuple[CategoryTree, World, Behaviour]:
         tree, config.items_per_sub_category, config.brands_per_top_category, rng
     )
     traffic = zipf_traffic(tree.n_sub, config.zipf_exponent, rng)
-    behaviour = draw_behaviour(config, tree.sub_top, rng)
+    purchase_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
+    behaviour = draw_behaviour(config, tree.sub_top, rng, purchase_rng)
     return tree, World(catalog, tree.sub_top, traffic, primes_above(catalog.n_items)), behaviour
 
 
@@ -327,7 +340,8 @@ def _calibrated(config: GeneratorConfig, world: World, behaviour: Behaviour) -> 
 
 
 def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
-    """Write impressions.parquet, catalog.parquet and ground_truth.json; return the truth."""
+    """Write impressions.parquet, oracle.parquet, catalog.parquet and ground_truth.json (with
+    the oracle's test-split table); return the truth."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tree, world, behaviour = _world(config)
@@ -337,7 +351,11 @@ def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
     counts = Counts(len(config.scenarios), len(config.platforms), tree.n_sub)
     written, chunk_index = 0, 0
     progress = tqdm(total=config.impressions, unit="imp", disable=not config.show_progress)
-    with pq.ParquetWriter(out / "impressions.parquet", IMPRESSION_SCHEMA, compression="zstd") as w:
+    pooled = pooled_weights(behaviour, world.sub_top, world.traffic)
+    with (
+        pq.ParquetWriter(out / "impressions.parquet", IMPRESSION_SCHEMA, compression="zstd") as w,
+        pq.ParquetWriter(out / "oracle.parquet", ORACLE_SCHEMA, compression="zstd") as oracle,
+    ):
         while written < config.impressions:
             seed = [config.seed, 1, config.first_chunk + chunk_index]
             rng = np.random.default_rng(np.random.SeedSequence(seed))
@@ -347,6 +365,7 @@ def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
             labels, reach = cascade(behaviour, chunk.rows, rng)
             table = columns.table(chunk, labels, counts.sessions)
             w.write_table(table, row_group_size=table.num_rows)
+            oracle.write_table(oracle_table(behaviour, chunk.rows, pooled))
             counts.add(chunk, labels, reach)
             written += table.num_rows
             chunk_index += 1
@@ -354,4 +373,6 @@ def generate(config: GeneratorConfig, out_dir: str | Path) -> dict:
     progress.close()
     truth = ground_truth(config, tree, world, behaviour, counts)
     (out / "ground_truth.json").write_text(json.dumps(truth, indent=1))
-    return truth
+    from training.oracle import add_to_ground_truth  # the split lives with the trainer
+
+    return add_to_ground_truth(out)

@@ -147,6 +147,7 @@ def ground_truth(
         "relevance_click_effect": list(behaviour.click_relevance),
         "relevance_conversion_effect": list(behaviour.conversion_relevance),
         "conversion_weights": _weights(behaviour.conversion_weights),
+        "purchase_weights": _weights(behaviour.purchase_weights),
         "platform_click_weight_delta": {
             spec.name: _weights(behaviour.platform_deltas[p])
             for p, spec in enumerate(config.platforms)

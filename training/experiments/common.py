@@ -4,14 +4,37 @@ and one loop that trains a list of recipes over seeds."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from training.data.generator import GeneratorConfig, generate
+from training.models import registry
 from training.train import Prepared, fit, prepare
 from training.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The validation-only tuning grid; every model gets the same number of trials.
+
+    A gated model tries each learning rate with each gate learning-rate scale; a model
+    without a gate spends the same budget on as many learning rates, spread geometrically
+    over [min(lrs), max(lrs) * max(gate_lr_scales) ** 0.5]. The trial with the best
+    validation session AUC (first seed) is used for every seed; the test split never votes.
+    """
+
+    lrs: tuple[float, ...] = (1e-3,)
+    gate_lr_scales: tuple[float, ...] = (1.0,)
+
+    def trials(self, gated: bool) -> list[dict]:
+        """[{"lr": ..., "gate_lr_scale": ...}] (no gate_lr_scale without a gate)."""
+        if gated:
+            return [{"lr": lr, "gate_lr_scale": s} for lr in self.lrs for s in self.gate_lr_scales]
+        n = len(self.lrs) * len(self.gate_lr_scales)
+        high = max(self.lrs) * max(self.gate_lr_scales) ** 0.5
+        return [{"lr": float(lr)} for lr in np.geomspace(min(self.lrs), high, n)]
 
 
 @dataclass(frozen=True)
@@ -22,6 +45,9 @@ class Size:
     train: TrainConfig
     sweep_seeds: tuple[int, ...]  # seeds for the hyper-parameter sweeps
     sweep_epochs: int  # epochs of each sweep run (Tables 5-6, Figure 7)
+    tuning: Tuning = Tuning()
+    purchase_rate_multiplier: float = 4.0  # the purchase log's label rates (enough purchases)
+    xgboost_baseline: bool = True  # tables carry the XGBoost ranker beside the logistic one
 
 
 SIZES = {
@@ -50,16 +76,23 @@ SIZES = {
 }
 
 
-def data_dir(size: str, artifacts: Path) -> Path:
-    """The generated search log of this size (generated on first use)."""
-    out = artifacts / "data" / f"searchlog-{size}"
-    if not (out / "ground_truth.json").exists():
-        generate(SIZES[size].data, out)
+def data_dir(size: str, artifacts: Path, task: str = "click") -> Path:
+    """The generated search log of this size (generated on first use). Click experiments use
+    the size's log (label rates 1x); purchase experiments a log of the same world with
+    label rates times `purchase_rate_multiplier`, so the test split has hundreds of purchases."""
+    config = SIZES[size].data
+    name = f"searchlog-{size}"
+    if task == "purchase":
+        config = replace(config, rate_multiplier=SIZES[size].purchase_rate_multiplier)
+        name += f"-x{config.rate_multiplier:g}"
+    out = artifacts / "data" / name
+    if not (out / "oracle.parquet").exists():
+        generate(config, out)
     return out
 
 
-def prepare_size(size: str, artifacts: Path, text: bool = False) -> Prepared:
-    return prepare(data_dir(size, artifacts), text=text)
+def prepare_size(size: str, artifacts: Path, text: bool = False, task: str = "click") -> Prepared:
+    return prepare(data_dir(size, artifacts, task), tasks=(task,), text=text)
 
 
 def run_seeds(
@@ -80,6 +113,46 @@ def run_seeds(
     return runs
 
 
+def is_gated(model: str) -> bool:
+    """True for a recipe with a learned gate whose learning rate can be scaled."""
+    config = registry.config_for(model)
+    return getattr(config, "experts", 1) > 1 and hasattr(config, "gate_lr_scale")
+
+
+def tuned_runs(
+    prepared: Prepared,
+    size: str,
+    model: str,
+    seeds,
+    overrides: dict | None = None,
+    run_dir: Path | None = None,
+) -> tuple[list[tuple[object, dict]], dict]:
+    """Tune `model` on validation (the size's Tuning grid, first seed), then train the other
+    seeds with the chosen trial; returns ([(model, metrics)] per seed, tuning record).
+    With run_dir, each run writes train_log.jsonl, model.pt and metrics.json into
+    run_dir/<model>/lr<lr>[-gate<scale>]-seed<seed>/."""
+    size_spec = SIZES[size]
+    options = {"hidden": size_spec.hidden, **(overrides or {})}
+
+    def run(trial: dict, seed: int):
+        model_options = {**options, **{k: v for k, v in trial.items() if k != "lr"}}
+        config = replace(size_spec.train, seed=seed, lr=trial["lr"])
+        label = "-".join(f"{k.split('_')[0]}{v:g}" for k, v in trial.items())
+        out = run_dir / model / f"{label}-seed{seed}" if run_dir else None
+        return fit(prepared, model, model_options, config, out, progress=False)
+
+    trials = size_spec.tuning.trials(is_gated(model))
+    first = [run(trial, seeds[0]) for trial in trials]
+    scores = [metrics["valid_session_auc"] for _, metrics in first]
+    best = int(np.argmax(scores))
+    runs = [first[best]] + [run(trials[best], seed) for seed in seeds[1:]]
+    record = {
+        "trials": [{**t, "valid_session_auc": a} for t, a in zip(trials, scores)],
+        "chosen": trials[best],
+    }
+    return runs, record
+
+
 def mean_std(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.4f} ± {values.std(ddof=1) if values.size > 1 else 0.0:.4f}"
@@ -92,9 +165,11 @@ def experiment_args(
     argv: list[str] | None,
     only: tuple[str, ...] = (),
     seeds_help: str | None = None,
+    add_options=None,
 ) -> argparse.Namespace:
     """The options every experiment CLI shares: --size, --artifacts, given `only` --only,
-    and given `seeds_help` --seeds (what the experiment does with them)."""
+    and given `seeds_help` --seeds (what the experiment does with them); `add_options`
+    (parser -> None) adds an experiment's own."""
     parser = argparse.ArgumentParser(
         prog=f"python -m training.experiments.{module}", description=doc
     )
@@ -104,6 +179,8 @@ def experiment_args(
         parser.add_argument("--only", nargs="+", choices=only, default=list(only))
     if seeds_help:
         parser.add_argument("--seeds", type=seed_list, help=seeds_help)
+    if add_options:
+        add_options(parser)
     return parser.parse_args(argv)
 
 

@@ -37,7 +37,10 @@ class CategoryMoEConfig:
     text_proj: int = 32  # 0: feed the encoder's full dimension
     gate_inputs: tuple[str, ...] = ("query_category",)  # Table 5: the sub-category alone
     noisy_gate: bool = True
-    balance_weight: float = 1e-2  # Shazeer's importance + load terms
+    gate_init_std: float = 0.0  # 0: W^I starts at zero (Shazeer); > 0: N(0, std)
+    gate_lr_scale: float = 1.0  # the gates' learning rate = lr * gate_lr_scale
+    shared_gate_embedding: bool = False  # gates read the experts' embeddings (§4.3.1's x^sc)
+    balance_weight: float = 1e-2  # Shazeer's importance + load terms (not in eq. 14)
     hsc_weight: float = 0.0  # λ1 in eq. 14
     adversarial_weight: float = 0.0  # λ2 in eq. 14
     disagreeing: int = 1  # D
@@ -82,8 +85,11 @@ class CategoryMoE(nn.Module):
         dr, dx = self.inputs.request_dim, self.inputs.item_dim
         self.experts = StackedExperts(config.experts, dr, dx, config.hidden, len(config.tasks))
         self.gate_features = self.gate = self.constraint = None
+        shared = self.inputs.request_embeddings if config.shared_gate_embedding else None
         if config.experts > 1:
-            self.gate_features = GateFeatures(spec, config.gate_inputs, dx, config.embedding_dim)
+            self.gate_features = GateFeatures(
+                spec, config.gate_inputs, dx, config.embedding_dim, shared
+            )
             if config.category_buckets:
                 if category_counts is None:
                     raise ValueError("MMoE buckets need category_counts")
@@ -91,17 +97,31 @@ class CategoryMoE(nn.Module):
                 self.gate = CategoryBucketGate(self.gate_features.out_dim, config.experts, buckets)
                 self.category_field = spec.request_field("query_category")
             else:
-                self.gate = NoisyTopKGate(
-                    self.gate_features.out_dim, config.experts, config.top_k, config.noisy_gate
-                )
+                self.gate = self._noisy_gate(self.gate_features.out_dim)
         if config.hsc_weight:
-            # The constraint gate G^C reads the top-category (eq. 10), with its own embedding.
+            # The constraint gate G^C reads the top-category (eq. 10) and is "identical in
+            # structure" to the inference gate (§4.3): a noisy top-K gate of its own.
             self.constraint_features = GateFeatures(
-                spec, ("top_category",), dx, config.embedding_dim
+                spec, ("top_category",), dx, config.embedding_dim, shared
             )
-            self.constraint = nn.Linear(
-                self.constraint_features.out_dim, config.experts, bias=False
-            )
+            self.constraint = self._noisy_gate(self.constraint_features.out_dim)
+
+    def _noisy_gate(self, in_dim: int) -> NoisyTopKGate:
+        config = self.config
+        return NoisyTopKGate(
+            in_dim, config.experts, config.top_k, config.noisy_gate, config.gate_init_std
+        )
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """AdamW groups: the gates' own weights at lr * gate_lr_scale, the rest at lr."""
+        gates = [m for m in (self.gate, self.constraint) if m is not None]
+        gate_ids = {id(p) for m in gates for p in m.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in gate_ids]
+        gate_params = [p for p in self.parameters() if id(p) in gate_ids]
+        groups = [{"params": rest, "lr": lr}]
+        if gate_params:
+            groups.append({"params": gate_params, "lr": lr * self.config.gate_lr_scale})
+        return groups
 
     @property
     def request_level_gate(self) -> bool:
@@ -148,8 +168,10 @@ class CategoryMoE(nn.Module):
             penalties["balance"] = config.balance_weight * gating.balance
         top_index = gating.clean_logits.topk(config.top_k, dim=1).indices
         if config.hsc_weight:
-            constraint_logits = self.constraint(self.constraint_features(inputs, item_vec))
-            hsc = hierarchical_soft_constraint(gating.clean_logits, constraint_logits, top_index)
+            constraint = self.constraint(self.constraint_features(inputs, item_vec))
+            hsc = hierarchical_soft_constraint(
+                gating.routing_logits, constraint.routing_logits, top_index
+            )
             penalties["hsc"] = config.hsc_weight * hsc
         if config.adversarial_weight and config.disagreeing and config.top_k < config.experts:
             per_item = gating.top_index.expand(expert_logits.shape[0], -1)

@@ -16,15 +16,25 @@ GATE_INPUTS = (*REQUEST_GATE_INPUTS, "item")  # "item": the item vector, so per-
 
 
 class GateFeatures(nn.Module):
-    """The vector a gate reads: its own embeddings of the chosen request-level fields.
+    """The vector a gate reads: embeddings of the chosen request-level fields.
 
-    The gate owns its embedding tables, so gate-only regularisers (HSC, eq. 15-16) never
-    move the experts' inputs. `query_text` adds a projection of the query embedding; `item`
-    adds the shared item vector, which makes the gate item-level (exported dense).
+    By default the gate owns its embedding tables, so gate-only regularisers (HSC, eq. 15-16)
+    never move the experts' inputs; given `shared` (the model's request embeddings, one table
+    per field of spec.request_categorical) it reads those tables instead, as adv-hsc-moe's
+    gate reads x^sc, "a part of all input vector defined in (2)" (§4.3.1). `query_text` adds
+    a projection of the query embedding; `item` adds the shared item vector, which makes the
+    gate item-level (exported dense).
     forward(inputs, item_vec [B, dx]) -> [R, d] (request-level) or [B, d] (with `item`).
     """
 
-    def __init__(self, spec: FeatureSpec, inputs: tuple[str, ...], item_dim: int, dim: int = 16):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        inputs: tuple[str, ...],
+        item_dim: int,
+        dim: int = 16,
+        shared: CategoricalEmbeddings | None = None,
+    ):
         super().__init__()
         unknown = set(inputs) - set(GATE_INPUTS)
         if unknown or not inputs:
@@ -32,6 +42,8 @@ class GateFeatures(nn.Module):
         self.fields = [spec.request_field(n) for n in inputs if n in REQUEST_GATE_INPUTS[:4]]
         cards = [spec.request_categorical[i].cardinality for i in self.fields]
         self.embeddings = CategoricalEmbeddings(cards, dim)
+        if shared is not None:
+            self.embeddings.tables = nn.ModuleList(shared.tables[i] for i in self.fields)
         self.use_query_text = "query_text" in inputs
         if self.use_query_text and not spec.text_dim:
             raise ValueError("gate input 'query_text' needs a model with text embeddings")
@@ -53,12 +65,18 @@ class GateFeatures(nn.Module):
 @dataclass
 class Gating:
     """What a gate decided. weights [G, N] (zero outside the chosen experts), top_index
-    [G, K], clean_logits [G, N] (G = R or B), balance: the load-balancing term (scalar)."""
+    [G, K], clean_logits [G, N] (G = R or B), balance: the load-balancing term (scalar),
+    logits [G, N]: the logits the top-K was taken from (noisy in training; None = clean)."""
 
     weights: torch.Tensor
     top_index: torch.Tensor
     clean_logits: torch.Tensor
     balance: torch.Tensor
+    logits: torch.Tensor | None = None
+
+    @property
+    def routing_logits(self) -> torch.Tensor:
+        return self.clean_logits if self.logits is None else self.logits
 
 
 def coefficient_of_variation_sq(x: torch.Tensor) -> torch.Tensor:
@@ -73,16 +91,23 @@ class NoisyTopKGate(nn.Module):
 
     Training adds N(0, 1)·softplus(x·W_noise) to the logits x·W_gate, keeps the top K and
     softmaxes them; inference is deterministic. forward(x [G, d]) -> Gating.
+    init_std: 0 starts W_gate at zero (Shazeer: every expert equally likely, so the noise
+    alone decides the first routings); > 0 draws it N(0, init_std), so each input starts
+    with its own preferred experts.
     """
 
-    def __init__(self, in_dim: int, experts: int, top_k: int, noisy: bool = True):
+    def __init__(
+        self, in_dim: int, experts: int, top_k: int, noisy: bool = True, init_std: float = 0.0
+    ):
         super().__init__()
         if not 1 <= top_k <= experts:
             raise ValueError(f"need 1 <= top_k <= experts, got top_k={top_k}, experts={experts}")
         self.top_k, self.experts = top_k, experts
         self.gate = nn.Linear(in_dim, experts, bias=False)
         self.noise = nn.Linear(in_dim, experts, bias=False) if noisy else None
-        nn.init.zeros_(self.gate.weight)  # Shazeer: start balanced
+        nn.init.normal_(self.gate.weight, std=init_std) if init_std else nn.init.zeros_(
+            self.gate.weight
+        )
         if self.noise is not None:
             nn.init.zeros_(self.noise.weight)
 
@@ -104,7 +129,7 @@ class NoisyTopKGate(nn.Module):
         else:
             load = (weights > 0).float().sum(0)
         balance = coefficient_of_variation_sq(weights.sum(0)) + coefficient_of_variation_sq(load)
-        return Gating(weights, top_index, clean, balance)
+        return Gating(weights, top_index, clean, balance, logits)
 
 
 def _prob_in_top_k(clean, noisy, noise_std, top_logits, k):

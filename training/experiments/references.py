@@ -1,0 +1,61 @@
+"""The rows every experiment table carries beside its networks: the oracle (on a generated
+log) and the strong simple baselines, plus each row's share of the learnable headroom."""
+
+from __future__ import annotations
+
+from training import baselines
+from training.oracle import has_oracle, headroom_share, oracle_metrics
+from training.train import Prepared, score_metrics
+
+FIGURES = ("session_auc", "ndcg_at_10", "ndcg")
+
+
+def with_headroom(row: dict, oracle: dict | None) -> dict:
+    """`row` plus "headroom_share" (session AUC; NaN without an oracle)."""
+    share = headroom_share(row["session_auc"], oracle) if oracle else float("nan")
+    return {**row, "headroom_share": share}
+
+
+def reference_rows(
+    prepared: Prepared, task: str, seed: int = 0, xgboost: bool = True
+) -> tuple[list[dict], dict | None]:
+    """(rows, oracle): oracle_<ranking> rows (generated logs only), the per-top-category
+    logistic regression and, with `xgboost`, the XGBoost ranker, on prepared's test split for
+    its first label column `task`; oracle is {ranking: metrics} or None."""
+    oracle = None
+    rows = []
+    if has_oracle(prepared.data_dir):
+        oracle = oracle_metrics(prepared.data_dir, prepared.test_frame, task)
+        rows += [{"model": f"oracle_{name}", **m} for name, m in oracle.items()]
+    scores, info = baselines.per_top_logistic(
+        prepared.spec, prepared.train, prepared.valid, prepared.test
+    )
+    rows.append({"model": "logreg_per_top", **score_metrics(prepared.test, scores), **info})
+    if xgboost:
+        scores = baselines.xgboost(prepared.train, prepared.test, seed=seed)
+        rows.append({"model": "xgboost", **score_metrics(prepared.test, scores)})
+    return [with_headroom(r, oracle) for r in rows], oracle
+
+
+def print_table(title: str, rows: list[dict], names) -> dict:
+    """Print mean ± std per model (in `names` order, references first) of the figures and the
+    headroom share; return the summary {model: {figure: "mean ± std"}}."""
+    from training.experiments.common import mean_std
+
+    summary = {}
+    print(f"\n{title}")
+    print(f"{'model':<18} " + " ".join(f"{f:<17}" for f in (*FIGURES, "headroom_share")))
+    for name in names:
+        mine = [r for r in rows if r["model"] == name]
+        if not mine:
+            continue
+        cells = {f: mean_std([r[f] for r in mine]) for f in (*FIGURES, "headroom_share")}
+        summary[name] = cells
+        print(f"{name:<18} " + " ".join(f"{c:<17}" for c in cells.values()))
+    return summary
+
+
+def model_order(rows: list[dict], models) -> list[str]:
+    """References first (as they appear in rows), then `models`."""
+    references = [r["model"] for r in rows if r["model"] not in models]
+    return list(dict.fromkeys([*references, *models]))
