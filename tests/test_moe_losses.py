@@ -51,8 +51,12 @@ def test_disagreeing_experts_avoid_the_top_k():
     assert set(picked.flatten().tolist()) == set(range(4, 10))  # all outsiders get drawn
 
 
-def test_hsc_gradient_reaches_gates_only(spec):
-    model = CategoryMoE(spec, config_for("hsc_moe", hidden=(8, 4), balance_weight=0.0))
+@pytest.mark.parametrize("shared", [False, True])
+def test_hsc_gradient_never_reaches_the_experts(spec, shared):
+    """eq. 15: the experts' towers get no HSC gradient; with the shared x^sc embedding
+    (§4.3.1) the input embeddings of the gated fields do, otherwise only the gates."""
+    options = {"hidden": (8, 4), "balance_weight": 0.0, "shared_gate_embedding": shared}
+    model = CategoryMoE(spec, config_for("hsc_moe", **options))
     model.train()
     inputs = make_inputs(spec, 16, 16)
     with torch.no_grad():  # non-zero gate weights, so HSC has a gradient at all
@@ -62,7 +66,7 @@ def test_hsc_gradient_reaches_gates_only(spec):
     for name, p in model.named_parameters():
         touched = p.grad is not None and p.grad.abs().sum() > 0
         is_gate = name.startswith(("gate", "constraint"))
-        if name.startswith(("experts", "inputs")):
+        if name.startswith("experts") or (name.startswith("inputs") and not shared):
             assert not touched, f"HSC moved {name}"
-        if name in ("gate.gate.weight", "constraint.weight"):
+        if name in ("gate.gate.weight", "constraint.gate.weight"):
             assert touched and is_gate, f"HSC did not reach {name}"

@@ -93,3 +93,20 @@ def test_recipe_beats_a_constant_predictor(name, click_log):
                      progress=False)  # fmt: skip
     auc = global_auc(click_log.test.labels[:, 0].numpy(), predict(trained, click_log.test)[:, 0])
     assert auc > 0.6, auc  # a constant score has AUC 0.5; the test split has ~330 clicks
+
+
+def test_domain_balanced_weights_make_each_domain_weigh_the_same():
+    from training.models.wecan import domain_balanced_weights
+    from training.trainer import task_objective
+
+    domain = torch.tensor([0, 0, 0, 2])
+    weights = domain_balanced_weights(domain)
+    assert torch.allclose(weights, torch.tensor([1 / 6, 1 / 6, 1 / 6, 1 / 2]))
+    logits, labels = (
+        torch.tensor([[0.5], [-1.0], [2.0], [0.3]]),
+        torch.tensor([[1.0], [0], [1], [0]]),
+    )
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    per_domain_mean = (bce[:3].mean() + bce[3:].mean()) / 2  # eq. 3 without its constant 1/2
+    objective, _ = task_objective(torch.nn.Identity(), logits, labels, weights)
+    assert objective.item() == pytest.approx(per_domain_mean.item())

@@ -43,10 +43,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_objective(model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor):
+def task_objective(
+    model: torch.nn.Module,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    example_weights: torch.Tensor | None = None,
+):
     """(objective, per-task BCE [T]): the model's `combine_task_losses` hook (e.g. uncertainty
-    weighting, mlpr eq. 10) when it has one, else the mean over tasks."""
-    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    weighting, mlpr eq. 10) when it has one, else the mean over tasks. Each task's BCE is the
+    mean over examples, or their weighted sum with `example_weights` [B] (summing to 1)."""
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    per_task = bce.mean(0) if example_weights is None else example_weights @ bce
     combine = getattr(model, "combine_task_losses", None)
     return (combine(per_task) if combine else per_task.mean()), per_task
 
@@ -114,7 +121,9 @@ def train(
         for step in bar:
             rows = order[step * config.batch_size : (step + 1) * config.batch_size]
             output = model(train_data.batch(rows))
-            task_loss, per_task = task_objective(model, output.logits, train_data.labels[rows])
+            task_loss, per_task = task_objective(
+                model, output.logits, train_data.labels[rows], output.example_weights
+            )
             loss = task_loss + sum(output.penalties.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

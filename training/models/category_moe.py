@@ -6,7 +6,7 @@ model of Table 2 is a recipe: the same config with a part switched on or off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -48,12 +48,15 @@ class CategoryMoEConfig:
     tasks: tuple[str, ...] = ("click",)
 
 
+# The noisy top-K models follow eq. 5-14: the gate reads the experts' own sub-category
+# embedding x^sc (§4.3.1) and the objective has no load-balancing term (eq. 14).
+_NOISY = CategoryMoEConfig(shared_gate_embedding=True, balance_weight=0.0)
 RECIPES: dict[str, CategoryMoEConfig] = {
     "dnn": CategoryMoEConfig(experts=1, top_k=1, balance_weight=0.0),
-    "moe": CategoryMoEConfig(),
-    "adv_moe": CategoryMoEConfig(adversarial_weight=1e-3),
-    "hsc_moe": CategoryMoEConfig(hsc_weight=1e-3),
-    "adv_hsc_moe": CategoryMoEConfig(hsc_weight=1e-3, adversarial_weight=1e-3),
+    "moe": _NOISY,
+    "adv_moe": replace(_NOISY, adversarial_weight=1e-3),
+    "hsc_moe": replace(_NOISY, hsc_weight=1e-3),
+    "adv_hsc_moe": replace(_NOISY, hsc_weight=1e-3, adversarial_weight=1e-3),
     "mmoe_4": CategoryMoEConfig(experts=4, top_k=4, category_buckets=10, balance_weight=0.0),
     "mmoe_10": CategoryMoEConfig(experts=10, top_k=10, category_buckets=10, balance_weight=0.0),
 }
@@ -62,11 +65,13 @@ RECIPES: dict[str, CategoryMoEConfig] = {
 @dataclass
 class RankerOutput:
     """logits [B, T] per task; gating: the inference gate's decision (None for DNN);
-    penalties: weighted regularisers to add to the task loss (signs included)."""
+    penalties: weighted regularisers to add to the task loss (signs included);
+    example_weights [B] (summing to 1) weigh each example's loss (None: the plain mean)."""
 
     logits: torch.Tensor
     gating: Gating | None = None
     penalties: dict[str, torch.Tensor] = field(default_factory=dict)
+    example_weights: torch.Tensor | None = None
 
 
 class CategoryMoE(nn.Module):

@@ -42,6 +42,9 @@ class WeCanConfig:
     private: bool = True  # shared + per-domain private networks (eq. 2); False: shared only
     wasserstein_weight: float = 0.0  # λ of eq. 6; 0: no critic
     critic_hidden: int = 32
+    # eq. 3: each domain's loss is its own mean (1/n_d), so a small platform weighs as much
+    # as a large one; False: one mean over the batch (the small platform weighs its share).
+    domain_balanced_loss: bool = True
 
     def __post_init__(self) -> None:
         if self.wasserstein_weight and not self.private:
@@ -58,6 +61,15 @@ RECIPES: dict[str, WeCanConfig] = {
     # λ = 0.1 cost 0.015 AUC on the small log; 0.01 matched CAN there.
     "we_can": replace(_CAN, wasserstein_weight=0.01),
 }
+
+
+def domain_balanced_weights(domain: torch.Tensor) -> torch.Tensor:
+    """[B] weights 1 / (n_d · D) for an example of domain d (n_d of its domain in the batch,
+    D domains present): a weighted sum of losses is then the mean over domains of each
+    domain's mean loss (we-can eq. 3, up to its constant 1/2)."""
+    counts = torch.bincount(domain)
+    present = (counts > 0).sum()
+    return 1.0 / (counts[domain].float() * present.float())
 
 
 class FieldEmbeddings(nn.Module):
@@ -206,7 +218,8 @@ class WeCan(nn.Module):
             penalties["wasserstein"] = -self.config.wasserstein_weight * self.critic_gap(
                 shared, private, domain
             )
-        return RankerOutput(logits, penalties=penalties)
+        weights = domain_balanced_weights(domain) if self.config.domain_balanced_loss else None
+        return RankerOutput(logits, penalties=penalties, example_weights=weights)
 
     def critic_gap(self, shared, private, domain) -> torch.Tensor:
         """D_c - Σ_d D_d over the batch (eq. 4-5), the features passed through gradient
