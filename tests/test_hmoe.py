@@ -17,7 +17,13 @@ from training.train import fit
 from training.trainer import TrainConfig, predict
 
 TASKS = ("click", "purchase")
-SMALL = {"hidden": (16, 8), "tower_hidden": (8,), "embedding_dim": 4, "dropout": 0.0}
+SMALL = {
+    "hidden": (16, 8),
+    "tower_hidden": (8,),
+    "gate_hidden": 8,
+    "embedding_dim": 4,
+    "dropout": 0.0,
+}
 
 
 def model(name: str, seed: int = 0) -> HMoE:
@@ -43,7 +49,25 @@ def test_stop_gradient_keeps_each_tower_to_its_own_scenario():
     assert grads[3] > 0
     assert torch.all(grads[torch.arange(len(grads)) != 3] == 0)
     without = tower_gradients(model("hmoe_no_stopgrad"), one_scenario(3))
-    assert torch.all(without > 0)  # the scenario-awareness the constraint preserves
+    assert torch.all(without[1:] > 0)  # the scenario-awareness the constraint preserves
+    assert without[0] == 0  # the OOV scenario's tower is never mixed in, so never trained
+
+
+def test_the_oov_scenario_tower_gets_no_weight_in_the_mixture():
+    net = model("hmoe").eval()
+    inputs = one_scenario(2)
+    request, item = net.inputs(inputs)
+    weights = net.scenario_weights(torch.cat([request, item], dim=1))
+    assert torch.all(weights[:, 0] == 0)
+    assert torch.allclose(weights.sum(1), torch.ones(len(weights)))
+
+
+def test_hmoe_experts_have_one_layer_and_gates_a_hidden_layer():
+    net = HMoE(make_spec(), config_for("hmoe"))  # §4.1: 5 experts of one layer (128)
+    assert len(net.experts.weights) == 0 and net.experts.item_weight.shape[0] == 5
+    assert net.experts.item_weight.shape[2] == 128
+    assert len(net.gates[0].layers) == 1 and net.gates[0].layers[0].weight.shape[2] == 64
+    assert net.scenario_gate[0].out_features == 64
 
 
 def test_scenario_weights_sum_to_one_and_immoe_reads_only_its_own_tower():
@@ -88,7 +112,7 @@ def click_purchase_log(small_log_dir):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_beats_a_constant_predictor(name, click_purchase_log):
     torch.set_num_threads(1)
-    options = {"hidden": (32, 16), "tower_hidden": (16,)}
+    options = {"hidden": (32, 16), "tower_hidden": (16,), "gate_hidden": 16}
     trained, _ = fit(click_purchase_log, name, options, TrainConfig(epochs=1, lr=3e-3, batch_size=512),
                      progress=False)  # fmt: skip
     scores, labels = predict(trained, click_purchase_log.test), click_purchase_log.test.labels

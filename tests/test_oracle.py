@@ -100,3 +100,19 @@ def test_invalid_knobs_are_errors():
         GeneratorConfig(category_heterogeneity=-1.0)
     with pytest.raises(ValueError, match="purchase_conversion_correlation"):
         GeneratorConfig(purchase_conversion_correlation=1.5)
+
+
+def test_scenario_category_tilt_makes_scenarios_search_different_departments(tiny_log, tmp_path):
+    _, frame, _, _ = tiny_log
+    config = dataclasses.replace(TINY, impressions=40_000, scenario_category_tilt=1.5)
+    truth = generate(config, tmp_path)
+    tilted = pd.read_parquet(tmp_path / "impressions.parquet")
+
+    def scenario_share_spread(df):  # how much the RU share varies between top-categories
+        sessions = df.drop_duplicates("session_id")
+        share = sessions.groupby("top_category")["scenario"].apply(lambda s: (s == "RU").mean())
+        return share[sessions["top_category"].value_counts() >= 30].std()
+
+    assert scenario_share_spread(tilted) > 2 * scenario_share_spread(frame)
+    for scenario in truth["scenarios"].values():  # calibrated on each scenario's own mix
+        assert scenario["expected"]["ctr"] == pytest.approx(scenario["target"]["ctr"], rel=0.25)

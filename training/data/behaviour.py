@@ -252,15 +252,16 @@ def calibrate(
 
     targets columns: CTR (click / impression), atc / click, CVR (purchase / click).
     `row_weight` [R] (sums to 1) reweights the pilot's impressions to the population (see
-    `generator.pilot_weights`). The pilot's sessions are scored as if they came from each
+    `generator.pilot_weights`); [R, n_scn] (columns sum to 1) gives each scenario its own. The pilot's sessions are scored as if they came from each
     scenario in turn, so every scenario is calibrated on the same list contents.
     """
     exam = examination(behaviour, pilot.position)
     intercepts = np.zeros_like(targets)
     for s, (ctr, atc, cvr) in enumerate(targets):
+        weight = row_weight if row_weight.ndim == 1 else row_weight[:, s]
         click, atc_score, buy_score = scores(behaviour, pilot, np.full_like(pilot.scenario, s))
-        b_click = solve_intercept(row_weight * exam, click, ctr, "CTR")
-        clicked = row_weight * exam * _sigmoid(b_click + click)  # expected clicks per row
+        b_click = solve_intercept(weight * exam, click, ctr, "CTR")
+        clicked = weight * exam * _sigmoid(b_click + click)  # expected clicks per row
         clicked /= clicked.sum()
         b_atc = solve_intercept(clicked, atc_score, atc, "atc/click")
         carted = clicked * _sigmoid(b_atc + atc_score)

@@ -98,7 +98,8 @@ excluded_top_categories, items_per_sub_category, brands_per_top_category, zipf_e
 sibling_share, off_category_share, dominant_weight, top_noise, sibling_noise,
 scenario_noise, position_bias_eta, logging_noise, synonym_prob, modifier_keep_prob,
 query_attribute_probs, relevance_click_effect, relevance_conversion_effect,
-category_heterogeneity, purchase_conversion_correlation, rate_multiplier, atc_per_purchase, max_atc_given_click, scenarios (ScenarioSpec: name,
+category_heterogeneity, purchase_conversion_correlation, scenario_category_tilt,
+rate_multiplier, atc_per_purchase, max_atc_given_click, scenarios (ScenarioSpec: name,
 share, ctr, cvr, price_weight_shift), platforms (PlatformSpec: name, share,
 price_weight_shift, brand_weight_shift, cheap_query_prob, premium_query_prob),
 calibration_sessions, sessions_per_chunk, first_chunk, show_progress.
@@ -126,7 +127,14 @@ from training.data.catalog import STATIC_FEATURES, build_catalog
 from training.data.categories import NON_PRODUCT_TOP_CATEGORIES, CategoryTree, load_category_tree
 from training.data.ground_truth import Counts, ground_truth
 from training.data.oracle import ORACLE_SCHEMA, oracle_table, pooled_weights
-from training.data.sessions import Chunk, World, primes_above, simulate_chunk, zipf_traffic
+from training.data.sessions import (
+    Chunk,
+    World,
+    primes_above,
+    scenario_given_sub,
+    simulate_chunk,
+    zipf_traffic,
+)
 from training.data.tables import IMPRESSION_SCHEMA, Columns
 
 # sessions.py appends hist_ctr to the catalog's static features.
@@ -228,6 +236,8 @@ class GeneratorConfig:
     """h: scales the top/sub-category deviations from the shared click weights (0: none)."""
     purchase_conversion_correlation: float = 1.0
     """rho: correlation of the purchase stage's weights with add-to-cart's (1: identical)."""
+    scenario_category_tilt: float = 0.0
+    """Scenario-dependent category traffic: P(scenario | top) tilted by exp(tilt * N(0, 1))."""
     rate_multiplier: float = 1.0
     """Scales every target CTR and CVR (denser labels for small experiments)."""
     atc_per_purchase: float = 3.0
@@ -278,6 +288,7 @@ class GeneratorConfig:
             "calibration_sessions >= 100": self.calibration_sessions >= 100,
             "sessions_per_chunk >= 1": self.sessions_per_chunk >= 1,
             "first_chunk >= 0": self.first_chunk >= 0,
+            "scenario_category_tilt >= 0": self.scenario_category_tilt >= 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -305,7 +316,11 @@ def _world(config: GeneratorConfig) -> tuple[CategoryTree, World, Behaviour]:
     traffic = zipf_traffic(tree.n_sub, config.zipf_exponent, rng)
     purchase_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 3]))
     behaviour = draw_behaviour(config, tree.sub_top, rng, purchase_rng)
-    return tree, World(catalog, tree.sub_top, traffic, primes_above(catalog.n_items)), behaviour
+    shares = np.array([s.share for s in config.scenarios]) / sum(s.share for s in config.scenarios)
+    tilt_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 4]))
+    by_sub = scenario_given_sub(tree.sub_top, shares, config.scenario_category_tilt, tilt_rng)
+    primes = primes_above(catalog.n_items)
+    return tree, World(catalog, tree.sub_top, traffic, primes, by_sub), behaviour
 
 
 def pilot_weights(chunk: Chunk, traffic: np.ndarray, platform_share: np.ndarray) -> np.ndarray:
@@ -335,6 +350,11 @@ def _calibrated(config: GeneratorConfig, world: World, behaviour: Behaviour) -> 
     )
     shares = np.array([p.share for p in config.platforms]) / sum(p.share for p in config.platforms)
     weight = pilot_weights(pilot, world.traffic, shares)
+    if world.scenario_given_sub is not None:  # each scenario's own category mix
+        scenario_share = world.traffic @ world.scenario_given_sub
+        tilt = world.scenario_given_sub[pilot.rows.sub] / scenario_share
+        weight = weight[:, None] * tilt
+        weight /= weight.sum(axis=0, keepdims=True)
     intercepts = calibrate(behaviour, pilot.rows, weight, config.targets())
     return dataclasses.replace(behaviour, intercepts=intercepts)
 

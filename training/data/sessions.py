@@ -21,12 +21,14 @@ _N_PRIMES = 64
 
 @dataclass(frozen=True)
 class World:
-    """What sessions are drawn from: catalog, sub->top map [n_sub], traffic [n_sub] (sums to 1)."""
+    """What sessions are drawn from: catalog, sub->top map [n_sub], traffic [n_sub] (sums to 1),
+    and scenario_given_sub [n_sub, n_scn] (rows sum to 1; None: scenarios independent)."""
 
     catalog: Catalog
     sub_top: np.ndarray
     traffic: np.ndarray
     primes: np.ndarray
+    scenario_given_sub: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,11 @@ def simulate_chunk(config, world: World, n_sessions: int, max_rows: int, rng) ->
     n_sessions = min(n_sessions, int(np.searchsorted(np.cumsum(sizes), max_rows)) + 1)
     sizes = sizes[:n_sessions]
     sub = rng.choice(len(world.traffic), size=n_sessions, p=world.traffic)
-    scenario = rng.choice(len(config.scenarios), size=n_sessions, p=_shares(config.scenarios))
+    if world.scenario_given_sub is None:
+        scenario = rng.choice(len(config.scenarios), size=n_sessions, p=_shares(config.scenarios))
+    else:  # one uniform per session, as rng.choice draws: the later draws keep their stream
+        cdf = np.cumsum(world.scenario_given_sub[sub], axis=1)
+        scenario = np.minimum((cdf < rng.random((n_sessions, 1))).sum(axis=1), cdf.shape[1] - 1)
     platform = rng.choice(len(config.platforms), size=n_sessions, p=_shares(config.platforms))
     session = np.repeat(np.arange(n_sessions), sizes)
     rank = np.arange(len(session)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -211,6 +217,19 @@ def simulate_chunk(config, world: World, n_sessions: int, max_rows: int, rng) ->
     )
     overlap = lexical_overlap(world.catalog.title_tokens[item], query_tokens[session])
     return Chunk(texts, sizes, rows, session, item, overlap)
+
+
+def scenario_given_sub(
+    sub_top: np.ndarray, shares: np.ndarray, tilt: float, rng: np.random.Generator
+) -> np.ndarray | None:
+    """[n_sub, n_scn] P(scenario | sub-category) ∝ share_s * exp(tilt * a[top, s]), a ~ N(0, 1)
+    per top-category and scenario: countries search some top-categories more than others.
+    None when tilt is 0 (scenario drawn independently of the category)."""
+    if tilt == 0:
+        return None
+    affinity = rng.standard_normal((int(sub_top.max()) + 1, len(shares)))
+    weight = shares * np.exp(tilt * affinity[sub_top])
+    return weight / weight.sum(axis=1, keepdims=True)
 
 
 def _shares(specs) -> np.ndarray:

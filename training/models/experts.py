@@ -22,10 +22,17 @@ class StackedExperts(nn.Module):
 
     forward(request_vec [R, dr], item_vec [B, dx], expert_index=None) -> [B, N, out_dim];
     with expert_index [K] (one request, R = 1) only those K experts run -> [B, K, out_dim].
+    out_dim None: the last hidden layer is the output (no activation after it), so
+    hidden=(128,) is a one-layer expert (hmoe §4.1).
     """
 
     def __init__(
-        self, n: int, request_dim: int, item_dim: int, hidden: tuple[int, ...], out_dim: int
+        self,
+        n: int,
+        request_dim: int,
+        item_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int | None,
     ):
         super().__init__()
         fan_in = request_dim + item_dim
@@ -35,7 +42,7 @@ class StackedExperts(nn.Module):
         self.request_weight = nn.Parameter(full[:, :request_dim].clone())
         self.item_weight = nn.Parameter(full[:, request_dim:].clone())
         self.first_bias = nn.Parameter(torch.zeros(n, hidden[0]))
-        sizes = (*hidden, out_dim)
+        sizes = hidden if out_dim is None else (*hidden, out_dim)
         self.weights = nn.ParameterList(_stacked(n, a, b) for a, b in zip(sizes, sizes[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, b)) for b in sizes[1:])
 

@@ -31,9 +31,10 @@ SCENARIO = "scenario"
 @dataclass(frozen=True)
 class HMoEConfig:
     tasks: tuple[str, ...] = ("click", "purchase")  # cascade order; ranked by the last
-    experts: int = 8  # shared experts; 1 with mixture=False: one shared bottom (BaseDNN, HDNN)
-    hidden: tuple[int, ...] = (128, 64)  # an expert: input -> 128 -> 64 (the paper's DNN 128-64-32)
-    tower_hidden: tuple[int, ...] = (32,)
+    experts: int = 5  # shared experts (§4.1: 5); 1: one shared bottom (BaseDNN, HDNN)
+    hidden: tuple[int, ...] = (128,)  # an expert's layers: §4.1's one layer of 128
+    tower_hidden: tuple[int, ...] = (64, 32)  # S_j: §4.1's 2-layer (64-32) network
+    gate_hidden: int = 64  # both gating networks: one hidden layer of 64 (§4.1), then softmax
     embedding_dim: int = 16
     text_proj: int = 32
     scenario_towers: bool = True  # one gate and tower per scenario (IMMoE); False: one for all
@@ -76,16 +77,33 @@ class HMoE(nn.Module):
         self.inputs = InputBlock(spec, config.embedding_dim, config.text_proj)
         dr, dx = self.inputs.request_dim, self.inputs.item_dim
         width = config.hidden[-1]
-        self.experts = StackedExperts(config.experts, dr, dx, config.hidden[:-1] or (width,), width)
+        self.experts = StackedExperts(config.experts, dr, dx, config.hidden, None)
         towers, tasks = self.scenarios, len(config.tasks)
-        self.gates = TaskLinear(towers, dr + dx, config.experts) if config.experts > 1 else None
+        self.gates = None
+        if config.experts > 1:  # G_j: one hidden layer per scenario gate, then softmax
+            self.gates = nn.Sequential(
+                TaskTowers(towers, dr + dx, (config.gate_hidden,), 0.0),
+                TaskLinear(towers, config.gate_hidden, config.experts),
+            )
         self.towers = TaskTowers(towers, width, config.tower_hidden, config.dropout)
         self.heads = TaskLinear(towers, config.tower_hidden[-1], tasks)
-        self.scenario_gate = nn.Linear(dr + dx, towers) if config.stacked else None
+        self.scenario_gate = None
+        if config.stacked:  # W(x): the same shape of gate over the scenario towers
+            self.scenario_gate = nn.Sequential(
+                nn.Linear(dr + dx, config.gate_hidden),
+                nn.ReLU(),
+                nn.Linear(config.gate_hidden, towers),
+            )
+        # The OOV scenario's tower (index 0) never sees a training example of its own, and
+        # stop-gradient (eq. 7) keeps the others' from training it: W(x) never mixes it in.
+        mask = torch.zeros(towers)
+        if towers > 1:
+            mask[0] = float("-inf")
+        self.register_buffer("untrained_tower_mask", mask)
 
     def scenario_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """W(x) [B, scenarios], rows summing to 1 (eq. 6)."""
-        return torch.softmax(self.scenario_gate(x), dim=1)
+        """W(x) [B, scenarios], rows summing to 1 (eq. 6), 0 on the OOV scenario's tower."""
+        return torch.softmax(self.scenario_gate(x) + self.untrained_tower_mask, dim=1)
 
     def forward(self, inputs: dict[str, torch.Tensor], skip_experts: bool = False) -> RankerOutput:
         if skip_experts:
