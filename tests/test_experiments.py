@@ -88,3 +88,18 @@ def test_tuning_picks_the_trial_with_the_best_validation_auc(tiny, small_log, mo
     best = max(record["trials"], key=lambda t: t["valid_session_auc"])
     assert record["chosen"]["lr"] == best["lr"]
     assert runs[0][1]["valid_session_auc"] == best["valid_session_auc"]
+
+
+def test_gate_study_writes_diagnostics_per_variant(tiny, small_log, monkeypatch):
+    from training.experiments import gate_study
+
+    monkeypatch.setattr(common, "prepare_size", lambda *args, **kwargs: small_log)
+    monkeypatch.setattr(gate_study, "prepare_size", lambda *args, **kwargs: small_log)
+    variants = {k: gate_study.VARIANTS[k] for k in ("before", "recipe_gate_lr_x10")}
+    monkeypatch.setattr(gate_study, "VARIANTS", variants)
+    gate_study.study("tiny", None, steps=3, epochs=1)
+    rows = json.loads((tiny / "adv_hsc_moe_gate_study.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == list(variants)
+    assert all(r["headroom_share"] == r["headroom_share"] for r in rows)  # not NaN: an oracle
+    assert all(r["gate"]["softmax_entropy"] <= r["gate"]["softmax_entropy_uniform"] + 1e-6
+               for r in rows)  # fmt: skip
