@@ -71,7 +71,7 @@ def answers_in_order(world, order, sessions=range(300), top_n=10) -> list[Answer
 
 
 def test_a_ranking_by_true_utility_earns_more_than_the_reverse(world):
-    click, _ = scores(world.behaviour, world.rows, world.rows.scenario)
+    click, *_ = scores(world.behaviour, world.rows, world.rows.scenario)
     best = answers_in_order(world, lambda rows: rows[np.argsort(-click[rows])])
     worst = answers_in_order(world, lambda rows: rows[np.argsort(click[rows])])
     rng = np.random.default_rng(0)

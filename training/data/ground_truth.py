@@ -179,6 +179,8 @@ def behaviour_from(truth: dict) -> tuple[Behaviour, dict[str, dict[str, int]]]:
         scenario_deltas=matrix(s["click_weight_delta"] for s in scenarios.values()),
         platform_deltas=matrix(platforms.values()),
         conversion_weights=matrix([truth["conversion_weights"]])[0],
+        # Logs written before the rho knob had one conversion vector for both stages.
+        purchase_weights=matrix([truth.get("purchase_weights", truth["conversion_weights"])])[0],
         feature_mean=matrix([truth["standardisation"]["mean"]])[0],
         feature_std=matrix([truth["standardisation"]["std"]])[0],
         click_relevance=np.array(truth["relevance_click_effect"], dtype=float),
