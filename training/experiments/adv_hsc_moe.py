@@ -1,7 +1,9 @@
 """adv-hsc-moe experiments: Table 2, Figure 5, Figure 6, Table 5, Figure 7 and Table 6.
 
-python -m training.experiments.adv_hsc_moe --size small|full [--only table2 ...]
-Each writes results/adv_hsc_moe_<name>.json (and a PNG where the paper shows a figure).
+python -m training.experiments.adv_hsc_moe --size small|full|full-quick [--only table2 ...]
+    [--tasks purchase click] [--models dnn moe ...] [--seeds 0,1]
+Each writes results/adv_hsc_moe_<name>.json (and a PNG where the paper shows a figure);
+Table 2 one file per ranked label, results/adv_hsc_moe_table2_<task>.json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from training.experiments.common import (  # noqa: E402
 )
 from training.experiments.references import (  # noqa: E402
     model_order,
+    oracle_rows,
     print_table,
     reference_rows,
     with_headroom,
@@ -73,16 +76,22 @@ def table2(
     run_dir: Path | None = None,
     models: tuple[str, ...] = TABLE2_MODELS,
     seeds: tuple[int, ...] | None = None,
+    baselines: bool = True,
 ) -> dict:
     """Every model of Table 2 over the size's seeds, each tuned on validation (the size's
     Tuning grid), beside the oracle and the baselines, ranking `task` (the paper ranks
     purchases, eq. 13). Writes results/adv_hsc_moe_table2_<task>.json with, per run, the
     test figures, the share of the learnable headroom, the gate diagnostics and the training
     history; returns {model: [(model, metrics)]}. `models` and `seeds` (default: the size's)
-    restrict the run; the results say which ran."""
+    restrict the run; the results say which ran; baselines=False leaves out the fitted
+    baselines (the oracle stays)."""
     seeds = seeds or SIZES[size].seeds
-    rows, oracle = reference_rows(prepared, task, xgboost=SIZES[size].xgboost_baseline)
+    if baselines:
+        rows, oracle = reference_rows(prepared, task, xgboost=SIZES[size].xgboost_baseline)
+    else:
+        rows, oracle = oracle_rows(prepared, task)
     runs, tuning = {}, {}
+    extra = {"size": size, "task": task, "paper": PAPER_TABLE2}
     for name in models:
         runs[name], tuning[name] = tuned_runs(prepared, size, name, seeds, run_dir=run_dir)
         for seed, (model, metrics) in zip(seeds, runs[name]):
@@ -90,11 +99,14 @@ def table2(
             row.update(best_epoch=metrics["best_epoch"], epochs_run=metrics["epochs_run"])
             row.update(gate=diagnose(model, prepared.test, prepared.spec))
             rows.append({**with_headroom(row, oracle), "history": metrics["history"]})
+        # Written after every model, so a long run's finished models are never lost.
+        write_results(f"adv_hsc_moe_table2_{task}", rows, {**extra, "tuning": tuning})
     title = f"Table 2 ({size}, ranking {task}): mean ± std over seeds {seeds}"
     summary = print_table(title, rows, model_order(rows, models))
     print_gates(rows)
-    extra = {"size": size, "task": task, "summary": summary, "tuning": tuning}
-    write_results(f"adv_hsc_moe_table2_{task}", rows, {**extra, "paper": PAPER_TABLE2})
+    write_results(
+        f"adv_hsc_moe_table2_{task}", rows, {**extra, "summary": summary, "tuning": tuning}
+    )
     return runs
 
 
@@ -287,13 +299,19 @@ EXPERIMENTS = ("table2", "figure5", "figure6", "table5", "figure7", "table6")
 
 def _options(parser) -> None:
     parser.add_argument(
-        "--task",
+        "--tasks",
+        nargs="+",
         choices=("purchase", "click"),
-        default="purchase",
-        help="Table 2's ranked label (the paper ranks purchases, eq. 13; its own log, with "
-        "the size's purchase_rate_multiplier)",
+        default=["purchase", "click"],
+        help="Table 2's ranked labels, one table each (the paper ranks purchases, eq. 13: on "
+        "its own log, with the size's purchase_rate_multiplier); Figures 5-6 use the first",
     )
     parser.add_argument("--models", nargs="+", choices=TABLE2_MODELS, default=TABLE2_MODELS)
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="leave the fitted baselines out of Table 2 (another run of the table has them)",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,14 +320,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     only = set(args.only)
     needs_table2 = only & {"table2", "figure5", "figure6"}
-    if needs_table2:
-        prepared = prepare_size(args.size, args.artifacts, task=args.task)
-        run_dir = args.artifacts / "runs" / f"adv_hsc_moe_table2_{args.task}-{args.size}"
-        runs = table2(prepared, args.size, args.task, run_dir, tuple(args.models), args.seeds)
-        if "figure5" in only and "dnn" in runs:
+    for number, task in enumerate(args.tasks if needs_table2 else ()):
+        prepared = prepare_size(args.size, args.artifacts, task=task)
+        run_dir = args.artifacts / "runs" / f"adv_hsc_moe_table2_{task}-{args.size}"
+        runs = table2(
+            prepared, args.size, task, run_dir, tuple(args.models), args.seeds,
+            not args.no_baselines,
+        )  # fmt: skip
+        if number == 0 and "figure5" in only and "dnn" in runs:
             figure5(prepared, runs, args.size)
-        if "figure6" in only:
-            figure6(prepared, runs, args.size, data_dir(args.size, args.artifacts, args.task))
+        if number == 0 and "figure6" in only:
+            figure6(prepared, runs, args.size, data_dir(args.size, args.artifacts, task))
     prepared = prepare_size(args.size, args.artifacts) if only & {"figure7", "table6"} else None
     if "table5" in only:
         table5(args.size, args.artifacts)

@@ -16,17 +16,22 @@ def with_headroom(row: dict, oracle: dict | None) -> dict:
     return {**row, "headroom_share": share}
 
 
+def oracle_rows(prepared: Prepared, task: str) -> tuple[list[dict], dict | None]:
+    """(rows, oracle): the oracle_<ranking> rows of a generated log ([] and None otherwise)."""
+    if not has_oracle(prepared.data_dir):
+        return [], None
+    oracle = oracle_metrics(prepared.data_dir, prepared.test_frame, task)
+    rows = [{"model": f"oracle_{name}", **m} for name, m in oracle.items()]
+    return [with_headroom(r, oracle) for r in rows], oracle
+
+
 def reference_rows(
     prepared: Prepared, task: str, seed: int = 0, xgboost: bool = True
 ) -> tuple[list[dict], dict | None]:
     """(rows, oracle): oracle_<ranking> rows (generated logs only), the per-top-category
     logistic regression and, with `xgboost`, the XGBoost ranker, on prepared's test split for
     its first label column `task`; oracle is {ranking: metrics} or None."""
-    oracle = None
-    rows = []
-    if has_oracle(prepared.data_dir):
-        oracle = oracle_metrics(prepared.data_dir, prepared.test_frame, task)
-        rows += [{"model": f"oracle_{name}", **m} for name, m in oracle.items()]
+    rows, oracle = oracle_rows(prepared, task)
     scores, info = baselines.per_top_logistic(
         prepared.spec, prepared.train, prepared.valid, prepared.test
     )
@@ -34,7 +39,7 @@ def reference_rows(
     if xgboost:
         scores = baselines.xgboost(prepared.train, prepared.test, seed=seed)
         rows.append({"model": "xgboost", **score_metrics(prepared.test, scores)})
-    return [with_headroom(r, oracle) for r in rows], oracle
+    return [r if "headroom_share" in r else with_headroom(r, oracle) for r in rows], oracle
 
 
 def print_table(title: str, rows: list[dict], names) -> dict:
