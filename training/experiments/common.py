@@ -91,6 +91,13 @@ SIZES = {
         log_name="full",
     ),
 }
+# The negative control (h = 0): the same world without category structure in the click
+# weights, where a category-gated model has nothing to find.
+SIZES["full-quick-h0"] = replace(
+    SIZES["full-quick"],
+    data=GeneratorConfig(impressions=1_000_000, category_heterogeneity=0.0),
+    log_name="full-h0",
+)
 
 
 def data_dir(size: str, artifacts: Path, task: str = "click") -> Path:
