@@ -10,19 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests import test_generator
 from training.data.behaviour import purchase_vector
 from training.data.generator import GeneratorConfig, generate
 from training.oracle import RANKINGS, headroom_share, oracle_metrics, read_oracle
 
-TINY = GeneratorConfig(
-    impressions=20_000,
-    max_sub_categories=60,
-    items_per_sub_category=100,
-    calibration_sessions=500,
-    sessions_per_chunk=100,
-    rate_multiplier=4.0,
-    show_progress=False,
-)
+TINY = dataclasses.replace(test_generator.TINY, rate_multiplier=4.0)
 
 
 @pytest.fixture(scope="module")
