@@ -268,7 +268,7 @@ def _fit(data_dir, model_name, overrides, config, out_dir, shuffle_rows, rank, w
                     break
                 inputs, labels = to_inputs(spec, frame, tasks)
                 output = forward(inputs)
-                task_loss, _ = task_objective(model, output.logits, labels)
+                task_loss, _ = task_objective(model, output.logits, labels, output.example_weights)
                 loss = task_loss + sum(output.penalties.values())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
