@@ -32,12 +32,7 @@ from contract.served_log import ReadStats, ServedRecord, read_records
 from loadtest.rawhttp import RawClient, request_bytes
 from loadtest.traffic import Mix, Traffic, read_log
 from service.process import ServiceProcess
-from training.results import write_results
-
-try:
-    from shadow_latency import cpu_model  # run as a script from benchmarks/
-except ImportError:  # pragma: no cover
-    from benchmarks.shadow_latency import cpu_model
+from training.results import cpu_model, write_results
 
 
 async def callers(service, bodies: list[bytes], count: int, seconds: float) -> list[str]:

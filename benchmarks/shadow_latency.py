@@ -29,7 +29,7 @@ import numpy as np
 from loadtest.rawhttp import RawClient, request_bytes
 from loadtest.traffic import Mix, Traffic, poisson_arrivals, read_log
 from service.process import ServiceProcess, metric_delta
-from training.results import write_results
+from training.results import cpu_model, write_results
 
 MODELS = """
 default = "plain"
@@ -45,13 +45,6 @@ variants = [{{name = "only", model = "served", share = 1.0}}]
 shadows = ["shadow"]
 """
 ARMS = ("plain", "shadowed")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 async def open_loop(service, bodies: list[bytes], rate: float, seconds: float) -> dict:

@@ -11,7 +11,6 @@ import numpy as np
 import orjson
 
 from service import metrics
-from service.bundle import Bundle
 from service.embeddings import Calls, EmbeddingResolver
 from service.events import NONE, Served, ServedRequests
 from service.features import ModelInputs, build_inputs
@@ -98,7 +97,7 @@ class RankingService:
         final = scores[:, bundle.score_column]
         order = np.argsort(-final, kind="stable")[: request.top_n]
         body = respond(
-            bundle, request, scores, order, expert_index, expert_weight, degraded, route, request_id
+            route, request_id, request, scores, order, expert_index, expert_weight, degraded
         )
         watch.lap("respond")
         metrics.ITEMS_PER_REQUEST.observe(len(request.items))
@@ -111,17 +110,18 @@ class RankingService:
 
 
 def respond(
-    bundle: Bundle,
+    route: Route,
+    request_id: str,
     request: RankRequest,
     scores: np.ndarray,
     order: np.ndarray,
     expert_index: np.ndarray,
     expert_weight: np.ndarray,
     degraded: dict,
-    route: Route,
-    request_id: str,
 ) -> bytes:
-    """The ranked items (score, then per-task probabilities), experts and degradations."""
+    """The request id, the model (and its experiment and variant), the ranked items (score,
+    then per-task probabilities), experts and degradations."""
+    bundle = route.bundle
     final = scores[:, bundle.score_column]
     items = request.items
     tasks = bundle.tasks
