@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def main() -> None:
         "MOERANK_EMBEDDING_STORE_PATH": str(args.artifacts / "item_embeddings.npz"),
         "MOERANK_REDIS_URL": "",
     }
+    load_before = os.getloadavg()[0]  # other jobs on the machine: both arms share them
     rows = phase("shadow_on", env, bodies, args)
     rows += phase("shadow_queue_0", {**env, "MOERANK_SHADOW_QUEUE": "0"}, bodies, args)
     p99 = {(r["phase"], r["arm"]): r["p99_ms"] for r in rows}
@@ -142,7 +144,8 @@ def main() -> None:
         / p99[("shadow_queue_0", "plain")],
     }
     print(ratios)
-    extra = {"machine": cpu_model(), "rate": args.rate, "seconds": args.seconds,
+    extra = {"machine": cpu_model(), "load_average_1m": [load_before, os.getloadavg()[0]],
+             "bundle": str(args.bundle), "rate": args.rate, "seconds": args.seconds,
              "items": args.items, "ratios": ratios}  # fmt: skip
     print("wrote", write_results(args.name, rows, extra))
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from service import metrics
 from service.bundle import Bundle
@@ -150,7 +152,11 @@ class Runtime:
         """Work for an answer already sent: shadow scoring, the served log (both queued)."""
         self.shadows.offer(ranked)
         if self.served_log:
-            self.served_log.write(partial(served_record, ranked), "served")
+            # Not the item vectors themselves (150 KB a 100-item answer): whether each was one.
+            text = ranked.route.bundle.text_dim
+            has_vector = np.any(ranked.tensors[4] != 0, axis=1) if text else None
+            slim = replace(ranked, tensors=[])
+            self.served_log.write(partial(served_record, slim, has_vector), "served")
 
     async def stop(self) -> None:
         self.watching.cancel()

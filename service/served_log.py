@@ -35,15 +35,14 @@ STOP = object()
 BATCH = 1000  # records per write() at most
 
 
-def served_record(ranked: Ranked) -> ServedRecord:
+def served_record(ranked: Ranked, has_vector: np.ndarray | None) -> ServedRecord:
     """What the model saw for the items it returned: numeric values after imputation, the
-    categorical values as sent, whether each item had a real embedding."""
+    categorical values as sent, whether each item had a real embedding (`has_vector`, per
+    request row; None: the model reads no text)."""
     request, route, inputs = ranked.request, ranked.route, ranked.inputs
     bundle = route.bundle
     names = bundle.numeric_names
     categorical = [field.name for field in bundle.item_fields]
-    vectors = ranked.tensors[4] if bundle.text_dim else None
-    has_vector = np.any(vectors != 0, axis=1) if vectors is not None else None
     items = []
     for position, row in enumerate(ranked.order.tolist()):
         item = request.items[row]

@@ -136,8 +136,12 @@ class Settings(BaseSettings):
     max_events: int = Field(1000, ge=1)  # events in one POST /v1/events
     # request_id -> (model, experiment, variant) kept for events: the last N answers.
     served_requests: int = Field(200_000, ge=0)
-    shadow_queue: int = Field(1000, ge=0)  # shadow scorings waiting; beyond: dropped, counted
+    # Shadow scorings waiting (beyond: dropped, counted). Each holds its request and the
+    # served model's inputs: ~0.3 MB for 100 items with text, so 200 bound it near 60 MB.
+    shadow_queue: int = Field(200, ge=0)
     served_log_dir: Path | None = None  # unset: no served log
-    served_log_queue: int = Field(10_000, ge=0)  # records waiting for the writer thread
+    # Records waiting for the writer thread (beyond: dropped, counted): an answer's record is
+    # built there from the parsed request, ~0.15 MB for 100 items, so 2000 bound ~300 MB.
+    served_log_queue: int = Field(2000, ge=0)
     served_log_segment_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # rotate past this size
     served_log_fsync_ms: float = Field(1000.0, ge=0)  # fsync at most this long after a write

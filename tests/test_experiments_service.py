@@ -238,7 +238,7 @@ def test_every_experiment_answer_is_shadow_scored_after_it(server, example):
         time.sleep(0.2)
     assert pending(samples) == 0
     scored = total(samples, "moerank_shadow_scored_total", shadow="watcher", outcome="ok")
-    assert scored >= len(answers) / 2  # the queue (1000) drops nothing at this pace
+    assert scored >= len(answers) / 2  # the queue (200) drops little at this pace
     # The watcher runs the served model's own graph: its rankings agree completely.
     for measure in ("top10_overlap", "kendall_tau"):
         count = total(samples, "moerank_shadow_agreement_count", measure=measure)
