@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request_id = events.request_id_header(request.headers.get("x-request-id"))
         ranked = await runtime.ranking.rank(await request.body(), request_id)
         after = BackgroundTask(runtime.after_answer, ranked)
-        return Response(ranked.body, media_type=JSON, background=after)
+        headers = {"x-request-id": ranked.request_id}
+        return Response(ranked.body, media_type=JSON, headers=headers, background=after)
 
     @app.post(
         "/v1/events",

@@ -101,8 +101,9 @@ def test_without_its_unit_a_request_is_assigned_by_its_request_id(server, spec, 
     assert len(answer["request_id"]) == 32  # uuid4 hex
     assert answer["model"]["variant"] == assign("ab", spec["ab"], answer["request_id"]).name
     headers = {"x-request-id": "caller-chosen-1"}
-    answer = httpx.post(f"{server.url}/v1/rank", json=example, headers=headers).json()
-    assert answer["request_id"] == "caller-chosen-1"
+    answered = httpx.post(f"{server.url}/v1/rank", json=example, headers=headers)
+    answer = answered.json()
+    assert answer["request_id"] == answered.headers["x-request-id"] == "caller-chosen-1"
     assert answer["model"]["variant"] == assign("ab", spec["ab"], "caller-chosen-1").name
     bad = httpx.post(f"{server.url}/v1/rank", json=example, headers={"x-request-id": "a b"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "x-request-id"
