@@ -35,10 +35,17 @@ class ServiceProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 180) -> ServiceProcess:
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def launch(self) -> None:
+        """Start the process (again, on the same port) without waiting for it."""
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "service"], env=self.env, stdout=out, stderr=out
             )
+
+    def wait_ready(self, timeout_s: float = 180) -> ServiceProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,6 +73,11 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.log.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no graceful shutdown."""
+        self.proc.kill()
+        self.proc.wait()
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of its /metrics: (name, sorted label pairs) -> value."""
