@@ -27,6 +27,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY training training
 COPY export export
+COPY contract contract
 COPY service service
 COPY loadtest loadtest
 # torch first, from the CPU index, as the Makefile does (TORCH_SPEC); then the extras.
@@ -54,6 +55,7 @@ RUN apt-get update \
  && useradd --create-home --uid 10001 moerank
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY service service
 RUN pip install ".[serve,gpu]"
 COPY --from=artifacts /app/artifacts/bundles/default artifacts/bundles/default
@@ -79,6 +81,7 @@ LABEL org.moerank.make="serve MOERANK_HOST=0.0.0.0"
 RUN useradd --create-home --uid 10001 moerank
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY service service
 RUN pip install ".[serve,cpu]"
 COPY --from=artifacts /app/artifacts/bundles/default artifacts/bundles/default

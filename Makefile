@@ -20,7 +20,10 @@ LOADTEST_USERS ?= 16
 LOADTEST_TIME ?= 60s
 LOADTEST_ARGS ?=
 
-.PHONY: install serve test lint bundle reproduce bench embed-redis loadtest up down clean
+PODMAN ?= podman
+IMAGE ?= moerank:cpu
+
+.PHONY: install serve test lint bundle reproduce bench embed-redis loadtest up down clean image
 
 install: $(VENV)/.installed
 
@@ -72,6 +75,12 @@ loadtest: bundle
 	$(PY) -m loadtest --host $(LOADTEST_HOST) --users $(LOADTEST_USERS) \
 		--run-time $(LOADTEST_TIME) --csv results/loadtest/locust --artifacts $(ARTIFACTS) \
 		$(LOADTEST_ARGS)
+
+# The service image (the Dockerfile's cpu target) built with podman from ./artifacts; where
+# python:3.11-slim cannot be pulled, on a Python base bootstrapped from Debian
+# (deploy/image/build_base.sh: needs root, `apt-get install podman runc debootstrap`).
+image: bundle
+	PODMAN="$(PODMAN)" IMAGE="$(IMAGE)" deploy/image/build.sh
 
 # The docker-compose stack: Redis, embeddings job, ranker, Prometheus, Grafana.
 up:
