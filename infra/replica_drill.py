@@ -9,7 +9,8 @@ and event loop; `drill` moves the phases along:
     killed    one replica SIGKILLed (a crash), then started again on its port; the phase ends
               when the balancer sends it traffic again
     after     all up again
-    rolling   each replica in turn: SIGTERM (graceful), started again, up at the balancer
+    rolling   each replica in turn: SIGTERM (graceful), started again, up at the balancer and
+              given `settle_s` before the next one goes (Kubernetes' minReadySeconds)
     settled   all up again
 
 Used by tests/test_replicas.py (asserts) and benchmarks/replica_failover.py (figures).
@@ -154,6 +155,7 @@ def drill(replicas: dict[str, ServiceProcess], lb: LocalHAProxy, load: SteadyLoa
     for name, replica in replicas.items():
         replica.stop()
         restarts.append(restart(name, replica, lb, timeout_s))
+        time.sleep(settle_s)  # its caches warm before the next one leaves
     load.phase = "settled"
     time.sleep(settle_s)
     return restarts
