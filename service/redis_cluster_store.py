@@ -9,9 +9,10 @@ benchmarks/redis_cluster_lookup.py measured it against redis-py's per-slot pipel
 (results/redis_cluster_lookup.json): the script needs the least client CPU per call.
 
 The cluster's map of slots to nodes is learnt at start and re-learnt in the background after
-any failed call (a dead master, a failover, a resharding): the re-discovery takes tens of ms,
-more than a request's Redis deadline, so requests meanwhile answer degraded at once instead of
-waiting for it. Writes (off the request path) use redis-py's mset_nonatomic.
+a failed call (a dead master, a failover, a resharding): the re-discovery takes tens of ms,
+more than a request's Redis deadline, so a new client learns the map off the request path
+and replaces the old one when it is ready; requests meanwhile use the old map (degraded only
+where it fails). Writes (off the request path) use redis-py's mset_nonatomic.
 """
 
 from __future__ import annotations
@@ -48,17 +49,21 @@ class RedisClusterStore(RedisStore):
     def __init__(self, url: str, timeout_s: float, bulk_timeout_s: float, pool_size: int,
                  breaker):  # fmt: skip
         # No retries inside redis-py: a failed call refreshes the slot map in the background.
-        self._client = async_cluster_client(
+        self._url, self._connection = (
             url,
-            max_connections=pool_size,  # per node
-            socket_timeout=bulk_timeout_s,
-            socket_connect_timeout=bulk_timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            dict(
+                max_connections=pool_size,  # per node
+                socket_timeout=bulk_timeout_s,
+                socket_connect_timeout=bulk_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            ),
         )
+        self._client = async_cluster_client(url, **self._connection)
         self.timeout_s, self.bulk_timeout_s, self.breaker = timeout_s, bulk_timeout_s, breaker
         self._script_sha: str | None = None
-        self._mapped = False  # the slot map is known and not known to be stale
+        self._mapped = False  # a slot map has been learnt (requests wait for none before)
         self._refreshing: asyncio.Task | None = None
+        self._retired: set[asyncio.Task] = set()
 
     async def open(self) -> None:
         """Learn the slot map before serving; if the cluster is unreachable now, serve
@@ -71,7 +76,7 @@ class RedisClusterStore(RedisStore):
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         if not self._mapped:
             metrics.REDIS_SKIPPED.labels("mget").inc()
-            raise StoreUnavailable("redis cluster: slot map being refreshed")
+            raise StoreUnavailable("redis cluster: no slot map learnt yet")
         return await self._call("mget", self.timeout_s, self._get_per_node, keys)
 
     async def set_many(self, items: dict[str, bytes]) -> None:
@@ -119,28 +124,37 @@ class RedisClusterStore(RedisStore):
 
     def _refresh(self) -> None:
         """Re-learn the slot map in the background (one refresh at a time)."""
-        self._mapped = False
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self._learn_slot_map())
 
     async def _learn_slot_map(self) -> None:
+        """A new client learns the map (and loads the script), then replaces the old one,
+        which is closed once the calls it may still carry are past their deadlines."""
         delay = 0.05
         while True:
+            client = async_cluster_client(self._url, **self._connection)
             try:
-                await self._client.aclose()  # forget the old map; the next initialize asks anew
-                await asyncio.wait_for(self._client.initialize(), self.bulk_timeout_s)
-                self._script_sha = await asyncio.wait_for(
-                    self._client.script_load(GET_SCRIPT), self.bulk_timeout_s
-                )
+                await asyncio.wait_for(client.initialize(), self.bulk_timeout_s)
+                sha = await asyncio.wait_for(client.script_load(GET_SCRIPT), self.bulk_timeout_s)
             except Exception as exc:
+                await client.aclose()
                 log.warning("redis cluster: slot map not learnt (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 1.0)
                 continue
-            self._mapped = True
+            old, self._client, self._script_sha, self._mapped = self._client, client, sha, True
+            retiring = asyncio.get_running_loop().create_task(self._retire(old))
+            self._retired.add(retiring)
+            retiring.add_done_callback(self._retired.discard)
             return
+
+    async def _retire(self, client) -> None:
+        await asyncio.sleep(self.bulk_timeout_s)
+        await client.aclose()
 
     async def close(self) -> None:
         if self._refreshing is not None:
             self._refreshing.cancel()
+        for retiring in list(self._retired):
+            retiring.cancel()
         await self._client.aclose()
