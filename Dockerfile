@@ -25,9 +25,9 @@ LABEL org.moerank.make="bundle"
 RUN useradd --create-home --uid 10001 moerank
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY contract contract
 COPY training training
 COPY export export
-COPY contract contract
 COPY service service
 COPY loadtest loadtest
 # torch first, from the CPU index, as the Makefile does (TORCH_SPEC); then the extras.

@@ -31,10 +31,10 @@ from pathlib import Path
 import redis
 from serve_latency import measure_points, numbers
 
+from contract.embeddings import load_embedding_store
 from export.bundle import write_bundle
 from export.xgboost_bundle import write_xgboost_bundle
 from loadtest.traffic import read_log
-from service.text_encoder import load_embedding_store
 from training.data.schema import TASKS
 from training.experiments.mlpr import options
 from training.results import write_results

@@ -47,6 +47,8 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from service.process import ServiceProcess  # noqa: E402
+
 from loadtest.shopper_run import ShopperConfig, run_shoppers  # noqa: E402
 from pipelines.experiment_report import format_table, report, scrape_arms  # noqa: E402
 from pipelines.online_round import (  # noqa: E402
@@ -55,15 +57,14 @@ from pipelines.online_round import (  # noqa: E402
     run_round,
     simulated_shoppers,
 )
-from service.process import ServiceProcess  # noqa: E402
 
 ARMS = {"random": "random", "control": "dnn", "best": "mmoe_10"}  # variant -> model
 
 
 def untrained_checkpoint(reference: Path, out: Path, seed: int = 0) -> None:
     """The reference checkpoint's recipe and feature spec with seeded initial weights."""
+    from contract.features import FeatureSpec
     from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.features import FeatureSpec
     from training.models import registry
     from training.trainer import seed_everything
 

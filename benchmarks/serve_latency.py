@@ -49,11 +49,11 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.embeddings import load_embedding_store
 from loadtest.rawhttp import HttpError, RawClient, request_bytes
 from loadtest.server_metrics import breakdown
 from loadtest.traffic import Mix, Traffic, poisson_arrivals, read_log
 from service.process import ServiceProcess, metric_delta
-from service.text_encoder import load_embedding_store
 from training.results import results_dir, write_results
 
 TARGETS = {

@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from contract.embeddings import load_embedding_store
 from loadtest.server_metrics import histogram_quantile
 from service.metrics import STAGES
 from service.process import ServiceProcess, metric_delta
-from service.text_encoder import load_embedding_store
 from training.results import write_results
 
 

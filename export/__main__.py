@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from export.bundle import write_bundle
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         skip_experts=False if args.dense else None,
         version=args.version,
     )
-    print(json.dumps({k: meta[k] for k in ("name", "version", "experts", "parity")}, indent=2))
+    print(meta.model_dump_json(include={"name", "version", "experts", "parity"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Bundles: model.onnx + manifest.json + the text encoder, written only after parity checks.
 
-The manifest holds everything the service needs to turn a request into the graph's inputs;
-the service never imports torch and never unpickles anything.
+The manifest (contract.manifest) holds everything the service needs to turn a request into
+the graph's inputs; the service never imports torch and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from export.serving_graph import OUTPUTS, REQUEST_INPUTS, ServingGraph, example_inputs, export_onnx
+from contract.features import FeatureSpec
+from contract.manifest import Experts, Manifest, Score, TextEncoderRef, describe_inputs
+from export.serving_graph import ServingGraph, example_inputs, export_onnx
 from training.checkpoint import load_checkpoint
-from training.features import FeatureSpec
 
-SCHEMA_VERSION = 1
 PARITY_BATCHES = (1, 7, 100, 1000)
 TORCH_TOLERANCE = 1e-4  # onnxruntime vs PyTorch eval mode, absolute
 PATHS_TOLERANCE = 1e-5  # skipping graph vs dense graph, absolute
@@ -65,17 +65,6 @@ def check_paths_agree(skip: Path, dense: Path, graph: ServingGraph, spec) -> flo
     return worst
 
 
-def _columns(name: str, spec: FeatureSpec) -> list[str]:
-    """The feature behind each column of an input tensor."""
-    if name == "request_cat":
-        return [f.name for f in spec.request_categorical]
-    if name == "item_cat":
-        return [f.name for f in spec.item_categorical]
-    if name == "numeric":
-        return [f.name for f in spec.numeric]
-    return [f"{spec.encoder_id} vector of {spec.text_dim} floats"]  # query_emb, item_emb
-
-
 def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
     """(N, K): experts the gate chooses among, and how many it reports per request."""
     example = example_inputs(graph.model, spec, 2)
@@ -87,77 +76,44 @@ def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
 
 def manifest(
     ckpt: dict, graph: ServingGraph, spec: FeatureSpec, parity: dict, version: str
-) -> dict:
+) -> Manifest:
     model, config = graph.model, ckpt["config"]
     experts, top_k = _experts(graph, spec)
-    expert_info = {
-        "n": experts,
-        "k": top_k,
-        "gate_inputs": list(config["gate_inputs"]) if experts > 1 else [],
-        "gate_level": "none"
-        if experts == 1
-        else ("request" if model.request_level_gate else "item"),
-        "path": "skip" if graph.skip_experts else "dense",
-    }
     tasks = list(config["tasks"])
-    return manifest_of(
-        ckpt["name"], ckpt["family"], tasks, graph.input_names, spec,
-        expert_info, config, ckpt["metrics"], parity, version,
+    return Manifest(
+        name=ckpt["name"],
+        version=version,
+        family=ckpt["family"],
+        tasks=tasks,
+        score=Score(task=getattr(model, "score_task", tasks[0])),
+        inputs=describe_inputs(graph.input_names, spec),
+        features=spec,
         normalisation="inside the graph: z-score with each numeric feature's mean and std",
-        score_task=getattr(model, "score_task", tasks[0]),
-    )  # fmt: skip
+        text_encoder=text_encoder_ref(spec),
+        experts=Experts(
+            n=experts,
+            k=top_k,
+            gate_inputs=list(config["gate_inputs"]) if experts > 1 else [],
+            gate_level="none"
+            if experts == 1
+            else ("request" if model.request_level_gate else "item"),
+            path="skip" if graph.skip_experts else "dense",
+        ),
+        recipe=config,
+        training=ckpt["metrics"],
+        parity=parity,
+        created=now_utc(),
+        software={"torch": torch.__version__, "onnxruntime": ort.__version__},
+    )
 
 
-def manifest_of(
-    name: str,
-    family: str,
-    tasks: list[str],
-    input_names: list[str],
-    spec: FeatureSpec,
-    experts: dict,
-    model_config: dict,
-    training: dict,
-    parity: dict,
-    version: str,
-    normalisation: str,
-    score_task: str | None = None,
-) -> dict:
-    """The manifest of any graph that takes the service's inputs (see ServingGraph); the
-    service ranks by `score_task` (default the first task)."""
-    inputs = []
-    for input_name in input_names:
-        level = "request" if input_name in REQUEST_INPUTS else "item"
-        dtype = "int64" if input_name.endswith("_cat") else "float32"
-        columns = _columns(input_name, spec)
-        width = spec.text_dim if input_name.endswith("_emb") else len(columns)
-        shape = [1 if level == "request" else "B", width]
-        inputs.append(
-            {"name": input_name, "level": level, "dtype": dtype, "shape": shape,
-             "columns": columns}
-        )  # fmt: skip
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "version": version,
-        "family": family,
-        "tasks": tasks,
-        "score": {"formula": "task_probability", "task": score_task or tasks[0]},
-        "inputs": inputs,
-        "outputs": list(OUTPUTS),
-        "features": spec.to_dict(),
-        "oov_rule": "index 0: any categorical value outside the vocabulary",
-        "normalisation": normalisation,
-        "imputation": "a missing numeric feature takes its training mean",
-        "text_encoder": {"id": spec.encoder_id, "dim": spec.text_dim, "dir": "text_encoder"}
-        if spec.text_dim
-        else None,
-        "experts": experts,
-        "model_config": model_config,
-        "training": training,
-        "parity": parity,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
-    }
+def text_encoder_ref(spec: FeatureSpec) -> TextEncoderRef | None:
+    """Where the bundle keeps the text encoder the model reads, if it reads text."""
+    return TextEncoderRef(id=spec.encoder_id, dim=spec.text_dim) if spec.text_dim else None
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def default_version() -> str:
@@ -178,7 +134,7 @@ def write_bundle(
     encoder_dir: Path | None = None,
     skip_experts: bool | None = None,
     version: str | None = None,
-) -> dict:
+) -> Manifest:
     """Export `checkpoint` to a bundle directory; returns the manifest.
 
     skip_experts: None picks the skipping path whenever the gate is request-level and
@@ -218,6 +174,6 @@ def write_bundle(
                 )
             shutil.copytree(encoder_dir, staging / "text_encoder")
         meta = manifest(ckpt, graph, spec, parity, version)
-        (staging / "manifest.json").write_text(json.dumps(meta, indent=2))
+        meta.write(staging)
         move_into_place(staging, out_dir)
     return meta

@@ -9,11 +9,11 @@ exported ONNX encoder (`service.text_encoder.OnnxTextEncoder`, the service's own
 batches of texts of similar length, and written while the next batch encodes.
 
 Stores (DESIGN.md):
-- Redis: one key per item, `service.embedding_store.item_key(prefix, encoder_id, item_id)`,
+- Redis: one key per item, `contract.embeddings.item_key(prefix, encoder_id, item_id)`,
   value the raw little-endian vector (`to_bytes`); each batch is one pipeline of SETs (on a
   Redis Cluster, `redis+cluster://host:port,...`, one pipeline per node).
-- File: the `.npz` the service preloads (`service.text_encoder.load_embedding_store`: item_ids,
-  embeddings, encoder_id). Finished batches are kept in `<out>.parts/` until the store is
+- File: the `.npz` the service preloads (contract.embeddings: item_ids, embeddings,
+  encoder_id). Finished batches are kept in `<out>.parts/` until the store is
   assembled, so an interrupted run loses at most the batches in flight.
 
 Resumable: ids already in the store (for this encoder) are not encoded again, so a second run
@@ -36,10 +36,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from service.embedding_store import item_key, to_bytes
+from contract.embeddings import (
+    item_key,
+    load_embedding_store,
+    stored_item_ids,
+    to_bytes,
+    write_embedding_store,
+)
 from service.redis_url import sync_client
 from service.text_encoder import VARIANTS, OnnxTextEncoder
-from training.data.catalog_file import read_catalog, write_embedding_store
+from training.data.catalog_file import read_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +103,17 @@ class FileSink:
         files = [self.path] if self.path.exists() else []
         files += sorted(self.parts.glob("part-*.npz"))
         for file in files:
-            with np.load(file, allow_pickle=False) as arrays:
-                if str(arrays["encoder_id"]) != self.encoder_id:
-                    raise ValueError(
-                        f"{file} holds vectors of encoder {str(arrays['encoder_id'])!r}, not "
-                        f"{self.encoder_id!r}: write to another file"
-                    )
-                yield arrays["item_ids"], arrays["embeddings"] if vectors else None
+            if vectors:
+                store = load_embedding_store(file)
+                encoder_id, ids, embeddings = store.encoder_id, store.item_ids, store.embeddings
+            else:
+                (encoder_id, ids), embeddings = stored_item_ids(file), None
+            if encoder_id != self.encoder_id:
+                raise ValueError(
+                    f"{file} holds vectors of encoder {encoder_id!r}, not {self.encoder_id!r}: "
+                    "write to another file"
+                )
+            yield ids, embeddings
 
     def present(self, item_ids: Sequence[str]) -> np.ndarray:
         return np.array([i in self.known for i in item_ids], dtype=bool)

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-REQUEST_INPUTS = ("request_cat", "query_emb")
-OUTPUTS = ("scores", "expert_index", "expert_weight")
+from contract.manifest import GRAPH_INPUTS, GRAPH_OUTPUTS, REQUEST_INPUTS
 
 
 class ServingGraph(nn.Module):
@@ -26,9 +25,7 @@ class ServingGraph(nn.Module):
             raise ValueError("only a model with a request-level gate can skip experts")
         self.model, self.skip_experts = model, skip_experts
         self.eval()
-        self.input_names = ["request_cat", "item_cat", "numeric"]
-        if model.inputs.has_text:
-            self.input_names += ["query_emb", "item_emb"]
+        self.input_names = list(GRAPH_INPUTS if model.inputs.has_text else GRAPH_INPUTS[:3])
 
     def forward(self, request_cat, item_cat, numeric, query_emb=None, item_emb=None):
         inputs = {"request_cat": request_cat, "item_cat": item_cat, "numeric": numeric}
@@ -76,7 +73,7 @@ def export_onnx(graph: ServingGraph, example: tuple[torch.Tensor, ...], path: Pa
         example,
         dynamo=True,
         input_names=graph.input_names,
-        output_names=list(OUTPUTS),
+        output_names=list(GRAPH_OUTPUTS),
         dynamic_shapes=dynamic,
         optimize=True,
         verbose=False,

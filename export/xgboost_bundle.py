@@ -12,29 +12,31 @@ order-preserving squash of a ranking margin, not a calibrated probability.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxmltools
 import onnxruntime as ort
+import xgboost
 from onnx import TensorProto, helper
 
+from contract.features import FeatureSpec
+from contract.manifest import GRAPH_INPUTS, Experts, Manifest, Score, describe_inputs
 from export.bundle import (
     PARITY_BATCHES,
     TORCH_TOLERANCE,
     ParityError,
     default_version,
-    manifest_of,
     move_into_place,
+    now_utc,
 )
 from export.serving_graph import example_inputs
 from training.data.schema import TASKS
-from training.features import FeatureSpec
 from training.xgboost_ranker import margins, wide_rows
 
-INPUT_NAMES = ["request_cat", "item_cat", "numeric"]
+INPUT_NAMES = GRAPH_INPUTS[:3]  # no text
 OPSET = 15  # onnxmltools' XGBoost converter supports up to 15
 
 
@@ -139,7 +141,7 @@ def check_parity(path: Path, rankers: list, spec: FeatureSpec) -> dict[int, floa
 def write_xgboost_bundle(
     rankers: list, spec: FeatureSpec, tasks, out_dir: Path, training: dict, config: dict,
     version: str | None = None,
-) -> dict:  # fmt: skip
+) -> Manifest:  # fmt: skip
     """Export per-task rankers to a bundle directory (after the parity check); the manifest."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -148,13 +150,24 @@ def write_xgboost_bundle(
         staging.mkdir()
         onnx.save(build_graph(rankers, spec), str(staging / "model.onnx"))
         parity = {"onnx_vs_xgboost_max_abs": check_parity(staging / "model.onnx", rankers, spec)}
-        experts = {"n": 1, "k": 1, "gate_inputs": [], "gate_level": "none", "path": "dense"}
-        meta = manifest_of(
-            "xgboost", "xgboost", list(tasks), INPUT_NAMES, spec, experts, config, training,
-            parity, version or default_version(),
+        meta = Manifest(
+            name="xgboost",
+            version=version or default_version(),
+            family="xgboost",
+            tasks=list(tasks),
+            score=Score(task=tasks[0]),
+            inputs=describe_inputs(INPUT_NAMES, spec),
+            features=spec,
             normalisation="none: trees split on the raw numeric values",
-        )  # fmt: skip
-        (staging / "manifest.json").write_text(json.dumps(meta, indent=2))
+            text_encoder=None,
+            experts=Experts(n=1, k=1, gate_inputs=[], gate_level="none", path="dense"),
+            recipe=config,
+            training=training,
+            parity=parity,
+            created=now_utc(),
+            software={"xgboost": xgboost.__version__, "onnxmltools": onnxmltools.__version__},
+        )
+        meta.write(staging)
         move_into_place(staging, out_dir)
     return meta
 
@@ -176,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     config = {"rounds": args.rounds, "seed": args.seed, "objective": "rank:pairwise"}
     meta = write_xgboost_bundle(rankers, prepared.spec, TASKS, args.out, training, config)
-    print(json.dumps({k: meta[k] for k in ("name", "version", "training", "parity")}, indent=2))
+    print(meta.model_dump_json(include={"name", "version", "training", "parity"}, indent=2))
 
 
 if __name__ == "__main__":

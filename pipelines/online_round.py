@@ -126,9 +126,9 @@ def fine_tune(checkpoint: Path, frame, work: Path, config: RoundConfig) -> dict:
     """Fine-tune the checkpoint's model on `frame` (dataset contract); writes <work>/model.pt.
     Returns the offline session AUC of the checkpoint and of the fine-tuned model on the
     held-out requests."""
+    from contract.features import FeatureSpec
     from training.checkpoint import load_checkpoint, save_checkpoint
     from training.dataset import split_sessions, to_tensors
-    from training.features import FeatureSpec
     from training.train import test_metrics
     from training.trainer import TrainConfig, seed_everything, train
 

@@ -1,22 +1,20 @@
 """A loaded bundle: manifest, onnxruntime session, vocabularies and the text encoder.
 
 Validation happens here, at load time, so a bad bundle is rejected before it serves: the
-manifest's fields, the graph's inputs, the encoder's identity, and a real run of the graph
+manifest against its schema (contract.manifest), the graph's inputs, the encoder's identity, and a real run of the graph
 whose outputs must have the promised shapes and be probabilities.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from contract.manifest import Manifest, ManifestError
 from service.text_encoder import OnnxTextEncoder
-
-SUPPORTED_SCHEMA = 1
 
 
 class BundleError(ValueError):
@@ -35,7 +33,7 @@ def providers(choice: str) -> list[str]:
 @dataclass(frozen=True)
 class Field:
     name: str
-    lookup: dict[str, int]  # value -> index; anything else -> OOV index 0
+    lookup: dict[str, int]  # value -> index; anything else -> contract.features.OOV_INDEX
 
 
 class Bundle:
@@ -45,24 +43,20 @@ class Bundle:
         self, path: Path, provider: str = "auto", threads: int = 1, encoder_variant="int8"
     ):
         self.path = Path(path)
-        self.manifest = m = self._read_manifest()
         try:
-            self.name, self.version = str(m["name"]), str(m["version"])
-            self.tasks = [str(task) for task in m["tasks"]]
-            self.score_column = self.tasks.index(m["score"]["task"])
-            features = m["features"]
-            self.request_fields = [_field(f) for f in features["request_categorical"]]
-            self.item_fields = [_field(f) for f in features["item_categorical"]]
-            self.numeric_names = [f["name"] for f in features["numeric"]]
-            self.numeric_means = np.array([f["mean"] for f in features["numeric"]], np.float32)
-            self.text_dim = int(features["text_dim"])
-            self.encoder_id = str(features["encoder_id"])
-            self.input_names = [i["name"] for i in m["inputs"]]
-            self.top_k = int(m["experts"].get("k") or 1)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"manifest is malformed: {exc!r}") from exc
-        if not np.isfinite(self.numeric_means).all():
-            raise BundleError("manifest numeric means are not finite")
+            self.manifest = m = Manifest.read(self.path)
+        except ManifestError as exc:
+            raise BundleError(str(exc)) from exc
+        self.name, self.version, self.tasks = m.name, m.version, list(m.tasks)
+        self.score_column = self.tasks.index(m.score.task)
+        features = m.features
+        self.request_fields = [Field(f.name, f.lookup()) for f in features.request_categorical]
+        self.item_fields = [Field(f.name, f.lookup()) for f in features.item_categorical]
+        self.numeric_names = [f.name for f in features.numeric]
+        self.numeric_means = np.array([f.mean for f in features.numeric], np.float32)
+        self.text_dim, self.encoder_id = features.text_dim, features.encoder_id
+        self.input_names = [i.name for i in m.inputs]
+        self.top_k = m.experts.k
         self.numeric_index = {n: i for i, n in enumerate(self.numeric_names)}
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -85,9 +79,8 @@ class Bundle:
         self._check_outputs()
 
     def _load_encoder(self, variant: str, threads: int) -> OnnxTextEncoder:
-        text_encoder = self.manifest.get("text_encoder") or {}
         try:
-            encoder = OnnxTextEncoder(self.path / text_encoder["dir"], variant, threads)
+            encoder = OnnxTextEncoder(self.path / self.manifest.text_encoder.dir, variant, threads)
             shape = encoder.encode(["warm up"]).shape
         except Exception as exc:  # missing files, bad JSON, onnxruntime's own errors
             raise BundleError(f"text encoder does not load: {exc}") from exc
@@ -123,22 +116,6 @@ class Bundle:
             if self.encoder is not None:
                 self.encoder.encode(["warm up", "a longer product title to warm the encoder up"])
 
-    def _read_manifest(self) -> dict:
-        try:
-            manifest = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"no readable manifest.json in {self.path}: {exc}") from exc
-        if not isinstance(manifest, dict):
-            raise BundleError("manifest.json is not a JSON object")
-        if manifest.get("schema_version") != SUPPORTED_SCHEMA:
-            raise BundleError(
-                f"manifest schema_version {manifest.get('schema_version')} unsupported"
-            )
-        for key in ("name", "version", "tasks", "features", "inputs", "experts", "score"):
-            if key not in manifest:
-                raise BundleError(f"manifest lacks {key!r}")
-        return manifest
-
     def example(self, items: int) -> tuple[np.ndarray, ...]:
         """Valid all-OOV inputs for `items` items (warm-up and load checks)."""
         tensors = [
@@ -161,20 +138,14 @@ class Bundle:
         return {
             "name": self.name,
             "version": self.version,
-            "family": m.get("family"),
+            "family": m.family,
             "tasks": self.tasks,
-            "score": m["score"],
-            "experts": m["experts"],
-            "text_encoder": m.get("text_encoder"),
+            "score": m.score.model_dump(),
+            "experts": m.experts.model_dump(),
+            "text_encoder": m.text_encoder.model_dump() if m.text_encoder else None,
             "query_fields": [f.name for f in self.request_fields],
-            "numeric_features": [
-                {"name": f["name"], "impute": f["mean"]} for f in m["features"]["numeric"]
-            ],
+            "numeric_features": [{"name": f.name, "impute": f.mean} for f in m.features.numeric],
             "categorical_features": [
                 {"name": f.name, "values": len(f.lookup)} for f in self.item_fields
             ],
         }
-
-
-def _field(d: dict) -> Field:
-    return Field(d["name"], {v: i + 1 for i, v in enumerate(d["vocab"])})

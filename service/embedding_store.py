@@ -1,8 +1,7 @@
 """Item embeddings by id: an in-process store (the embedded default) or Redis.
 
-Keys name the encoder that produced the vector (`<prefix>:emb:<encoder_id>:<item_id>`), so
-a model with a new encoder can never read another encoder's vectors. Values are raw
-little-endian float32 or float16 bytes, told apart by their length.
+Keys and values follow contract.embeddings (`<prefix>:emb:<encoder_id>:<item_id>` -> the raw
+little-endian vector).
 
 All stores have the same async interface (a Redis Cluster's is in service/redis_cluster_store.py);
 only Redis can fail, and it fails as
@@ -15,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import numpy as np
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -29,24 +27,6 @@ from service.circuit_breaker import BreakerOpen, CircuitBreaker
 
 class StoreUnavailable(RuntimeError):
     """The store did not answer (error, timeout, or breaker open)."""
-
-
-def item_key(prefix: str, encoder_id: str, item_id: str) -> str:
-    return f"{prefix}:emb:{encoder_id}:{item_id}"
-
-
-def to_bytes(vector: np.ndarray, dtype: str = "float32") -> bytes:
-    return np.asarray(vector, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-
-
-def from_bytes(raw: bytes, dim: int) -> np.ndarray:
-    """A read-only view: float32 when len = 4·dim, float16 when len = 2·dim; anything else
-    is rejected."""
-    if len(raw) == 4 * dim:
-        return np.frombuffer(raw, dtype="<f4")
-    if len(raw) == 2 * dim:
-        return np.frombuffer(raw, dtype="<f2")
-    raise ValueError(f"embedding of {len(raw)} bytes does not fit dimension {dim}")
 
 
 class InProcessStore:

@@ -23,12 +23,12 @@ from itertools import islice
 
 import numpy as np
 
+from contract.embeddings import EmbeddingStore, from_bytes, item_key, to_bytes
 from service import metrics
 from service.bundle import Bundle
-from service.embedding_store import StoreUnavailable, from_bytes, item_key, to_bytes
+from service.embedding_store import StoreUnavailable
 from service.lru import LRU
 from service.schemas import Item, ItemText
-from service.text_encoder import EmbeddingStore
 
 log = logging.getLogger("uvicorn.error")
 

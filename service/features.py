@@ -8,6 +8,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from contract.features import OOV_INDEX, QUERY_ATTRIBUTES
 from service.bundle import Bundle
 from service.rejections import Rejected
 from service.schemas import RankRequest
@@ -22,16 +23,8 @@ class ModelInputs:
     oov_categories: int
 
 
-QUERY_ATTRIBUTES = {
-    "query_category": "category",
-    "top_category": "top_category",
-    "scenario": "scenario",
-    "platform": "platform",
-}
-
-
 def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
-    """Vocabulary lookups (OOV -> 0), numeric matrix with training-mean imputation.
+    """Vocabulary lookups (OOV -> OOV_INDEX), numeric matrix with training-mean imputation.
 
     Unknown numeric or categorical feature names are a 422: a typo must not silently turn
     into an imputed value. Values are gathered in Python and converted to arrays once,
@@ -39,7 +32,9 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     """
     query = request.query
     request_codes = [
-        field.lookup.get(getattr(query, QUERY_ATTRIBUTES.get(field.name, field.name), None), 0)
+        field.lookup.get(
+            getattr(query, QUERY_ATTRIBUTES.get(field.name, field.name), None), OOV_INDEX
+        )
         for field in bundle.request_fields
     ]
     numeric_names, numeric_known = bundle.numeric_names, bundle.numeric_index.keys()
@@ -67,7 +62,9 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
             numeric_rows.append([features.get(name, defaults[name]) for name in numeric_names])
         if not categorical.keys() <= cat_known:
             raise _unknown(row, "categorical", categorical.keys() - cat_known, sorted(cat_known))
-        item_codes.append([lookup.get(categorical.get(name), 0) for name, lookup in cat_fields])
+        item_codes.append(
+            [lookup.get(categorical.get(name), OOV_INDEX) for name, lookup in cat_fields]
+        )
     items = len(request.items)
     item_cat = _matrix(item_codes, np.int64, items, len(cat_fields))
     return ModelInputs(
@@ -75,7 +72,7 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
         item_cat=item_cat,
         numeric=_matrix(numeric_rows, np.float32, items, len(numeric_names)),
         imputed_features=items * len(numeric_names) - provided,
-        oov_categories=request_codes.count(0) + int((item_cat == 0).sum()),
+        oov_categories=request_codes.count(OOV_INDEX) + int((item_cat == OOV_INDEX).sum()),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.embeddings import load_embedding_store
 from service import metrics
 from service.bundle import Bundle
 from service.circuit_breaker import CircuitBreaker
@@ -26,7 +27,6 @@ from service.reload_sync import ReloadFollower
 from service.served_log import ServedLogWriter, served_record
 from service.settings import Settings
 from service.shadow import ShadowScorer
-from service.text_encoder import load_embedding_store
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,22 +81,3 @@ class OnnxTextEncoder:
             }
             out[rows] = self.session.run(["embedding"], feeds)[0]
         return out
-
-
-@dataclass(frozen=True)
-class EmbeddingStore:
-    """Precomputed item embeddings: row i of `embeddings` [n, dim] belongs to `item_ids[i]`."""
-
-    encoder_id: str
-    item_ids: np.ndarray  # <U strings [n]
-    embeddings: np.ndarray  # float16 or float32 [n, dim]
-
-
-def load_embedding_store(path: str | Path) -> EmbeddingStore:
-    """Read the `.npz` that `training.text_encoder.precompute_catalog` writes (no pickles)."""
-    with np.load(path, allow_pickle=False) as arrays:
-        return EmbeddingStore(
-            encoder_id=str(arrays["encoder_id"]),
-            item_ids=arrays["item_ids"],
-            embeddings=arrays["embeddings"],
-        )

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from training.features import CategoricalField, FeatureSpec, NumericField
+from contract.features import CategoricalField, FeatureSpec, NumericField
 
 # One intra-op thread: tests run beside other work, and oversubscribed OpenMP threads spin.
 torch.set_num_threads(1)

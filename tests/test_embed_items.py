@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import redis
 
+from contract.embeddings import from_bytes, item_key, load_embedding_store
 from export import embed_items
 from export.embed_items import FileSink, RedisSink
-from service.embedding_store import from_bytes, item_key
-from service.text_encoder import OnnxTextEncoder, load_embedding_store
+from service.text_encoder import OnnxTextEncoder
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BRANDS = ("Acme", "Bosch", "Lego", "Nike", "Sony", "Ikea", "Philips", "Canon")

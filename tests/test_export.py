@@ -89,20 +89,20 @@ def test_every_recipe_exports_within_the_parity_gates(name, spec, encoder_stub, 
     path, model = checkpoint(tmp_path, name, spec)
     meta = write_bundle(path, tmp_path / "bundle", encoder_stub, version="t1")
 
-    experts = meta["experts"]
-    skippable = model.request_level_gate and experts["k"] < experts["n"]
-    assert experts["path"] == ("skip" if skippable else "dense")
-    worst = meta["parity"]["onnx_vs_torch_max_abs"]
+    experts = meta.experts
+    skippable = model.request_level_gate and experts.k < experts.n
+    assert experts.path == ("skip" if skippable else "dense")
+    worst = meta.parity["onnx_vs_torch_max_abs"]
     assert sorted(worst) == sorted(PARITY_BATCHES) and max(worst.values()) <= 1e-4
     if skippable:
-        assert meta["parity"]["skip_vs_dense_max_abs"] <= 1e-5
+        assert meta.parity["skip_vs_dense_max_abs"] <= 1e-5
     written = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert written["name"] == name and written["version"] == "t1"
     assert [i["name"] for i in written["inputs"]] == ServingGraph(model, False).input_names
     graph = onnx.load(tmp_path / "bundle" / "model.onnx")
     ops = {node.op_type for node in graph.graph.node}
     assert not ops & {"If", "Loop", "Scan"}
-    if experts["path"] == "skip":  # the gated experts' weights are only read K rows at a time
+    if experts.path == "skip":  # the gated experts' weights are only read K rows at a time
         stacked = [t.name for t in graph.graph.initializer if t.name.endswith("item_weight")]
         readers = [{n.op_type for n in graph.graph.node if name in n.input} for name in stacked]
         assert "TopK" in ops and {"Gather"} in readers
@@ -155,7 +155,7 @@ def test_the_service_loads_and_scores_an_exported_bundle(tmp_path):
     path, model = checkpoint(tmp_path, "moe", spec, seed=3)
     write_bundle(path, tmp_path / "bundle", version="t")
     bundle = Bundle(tmp_path / "bundle", provider="cpu")
-    assert bundle.manifest["experts"]["path"] == "skip"
+    assert bundle.manifest.experts.path == "skip"
 
     example = example_inputs(model, spec, 50, seed=9)
     scores, index, weight = bundle.score(*(t.numpy() for t in example))

@@ -97,8 +97,8 @@ def test_the_bundle_ranks_by_pctcvr(tmp_path):
     net = model("hmoe", seed=1).eval()
     save_checkpoint(tmp_path / "m.pt", "hmoe", net, make_spec(), {}, None)
     manifest = write_bundle(tmp_path / "m.pt", tmp_path / "bundle", version="t")
-    assert manifest["score"]["task"] == "purchase"
-    assert manifest["experts"]["path"] == "dense"
+    assert manifest.score.task == "purchase"
+    assert manifest.experts.path == "dense"
     assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["tasks"] == list(TASKS)
 
 

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from contract.embeddings import load_embedding_store
 from loadtest.traffic import (
     Mix,
     Traffic,
@@ -24,7 +25,6 @@ from loadtest.traffic import (
     replay_arrivals,
 )
 from service.process import ServiceProcess
-from service.text_encoder import load_embedding_store
 from training.data.real_sets import shared_data_dir
 
 DRAWS = 3000

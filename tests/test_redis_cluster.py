@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import redis
 
+from contract.embeddings import item_key
 from export.embed_items import main as embed_items_main
 from infra.redis_cluster import LocalRedisCluster, available
-from service.embedding_store import item_key
 from service.process import ServiceProcess, metric_delta
 from service.redis_url import parse_cluster_url
 

@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from contract.embeddings import load_embedding_store
 from service.process import ServiceProcess, metric_delta
-from service.text_encoder import OnnxTextEncoder, load_embedding_store
+from service.text_encoder import OnnxTextEncoder
 
 MAX_BODY = 200_000
 ADMIN = {"authorization": "Bearer test-e2e-admin"}

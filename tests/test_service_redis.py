@@ -85,7 +85,7 @@ def test_lru_then_redis_then_online_encode_with_write_back(server, small_bundle,
     assert [len(v) for v in client.mget(keys)] == [2 * 384] * n  # float16 vectors written back
 
     # Push the fresh items out of the LRU (60 entries) with other preloaded items...
-    from service.text_encoder import load_embedding_store
+    from contract.embeddings import load_embedding_store
 
     others = [str(i) for i in load_embedding_store(artifacts / "item_embeddings.npz").item_ids]
     others = [i for i in others if i not in {it["id"] for it in example["items"]}][:60]

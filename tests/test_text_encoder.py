@@ -11,7 +11,8 @@ import pytest
 from tokenizers import Tokenizer
 
 import export.text_encoder as exporter
-from service.text_encoder import OnnxTextEncoder, load_embedding_store
+from contract.embeddings import load_embedding_store
+from service.text_encoder import OnnxTextEncoder
 from training.text_encoder import ENCODER_ID, TextEncoder, encoder_id_for, precompute_catalog
 
 LONG_TEXT = " ".join(["stainless steel kitchen knife set with wooden block and sharpener"] * 40)

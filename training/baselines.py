@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from contract.features import FeatureSpec
 from training.data import schema
 from training.dataset import TensorData
-from training.features import FeatureSpec
 from training.metrics import session_auc
 
 C_GRID = (0.01, 1.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models import registry
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract.features import FeatureSpec
 from training.data import schema
-from training.features import FeatureSpec, encode_frame
+from training.features import encode_frame
 
 
 def split_sessions(

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/default"))
     args = parser.parse_args(argv)
     manifest = build(args.artifacts, args.bundle)
-    print(f"bundle {manifest['name']} {manifest['version']} written to {args.bundle}")
+    print(f"bundle {manifest.name} {manifest.version} written to {args.bundle}")
 
 
 if __name__ == "__main__":

@@ -1,89 +1,25 @@
-"""The feature map: every model input described once, shared by training, export and serving.
+"""The feature map built from training data, and training data encoded with it.
 
-It is written into the bundle manifest, so the service turns a request into exactly the
-tensors the model was trained on without importing any training code.
+The map's types and the OOV rule are contract.features: it goes into the checkpoint and the
+bundle manifest, so the service turns a request into exactly the tensors the model was
+trained on without importing any training code.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from training.data import schema
-
-OOV_INDEX = 0  # index 0 of every vocabulary: unknown or rare values
-
-
-@dataclass(frozen=True)
-class CategoricalField:
-    """A categorical input; `vocab[i]` has index i + 1, everything else maps to OOV_INDEX."""
-
-    name: str
-    level: str  # "request" (one value per query) or "item"
-    vocab: tuple[str, ...]
-
-    @property
-    def cardinality(self) -> int:
-        return len(self.vocab) + 1
-
-    def lookup(self) -> dict[str, int]:
-        return {value: i + 1 for i, value in enumerate(self.vocab)}
-
-
-@dataclass(frozen=True)
-class NumericField:
-    """A numeric input; the model z-scores it in its graph with these statistics."""
-
-    name: str
-    mean: float
-    std: float
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    request_categorical: tuple[CategoricalField, ...]
-    item_categorical: tuple[CategoricalField, ...]
-    numeric: tuple[NumericField, ...]
-    text_dim: int = 0  # 0: the model reads no text embeddings
-    encoder_id: str = ""
-
-    def request_field(self, name: str) -> int:
-        """Position of a request-level categorical field in the `request_cat` tensor."""
-        names = [f.name for f in self.request_categorical]
-        if name not in names:
-            raise ValueError(f"unknown request-level field {name!r}; have {names}")
-        return names.index(name)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureSpec:
-        def cats(items):
-            return tuple(CategoricalField(i["name"], i["level"], tuple(i["vocab"])) for i in items)
-
-        return cls(
-            request_categorical=cats(d["request_categorical"]),
-            item_categorical=cats(d["item_categorical"]),
-            numeric=tuple(NumericField(**n) for n in d["numeric"]),
-            text_dim=int(d["text_dim"]),
-            encoder_id=d["encoder_id"],
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-
-REQUEST_CATEGORICAL = (
-    schema.QUERY_CATEGORY,
-    schema.TOP_CATEGORY,
-    schema.SCENARIO,
-    schema.PLATFORM,
+from contract.features import (
+    OOV_INDEX,
+    REQUEST_CATEGORICAL,
+    CategoricalField,
+    FeatureSpec,
+    NumericField,
 )
+from training.data import schema
 
 
 def build_spec(

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.data.catalog_file import read_catalog, write_embedding_store
+from contract.embeddings import write_embedding_store
+from training.data.catalog_file import read_catalog
 
 logger = logging.getLogger(__name__)
 

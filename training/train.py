@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from contract.features import FeatureSpec
 from training import distributed
 from training.checkpoint import save_checkpoint
 from training.data import schema
 from training.dataset import TensorData, category_counts, split_sessions, to_tensors
-from training.features import FeatureSpec, build_spec
+from training.features import build_spec
 from training.metrics import ndcg_at_k, session_auc
 from training.models import registry
 from training.trainer import TrainConfig, predict, seed_everything, train

@@ -1,14 +1,11 @@
-"""Catalog files in, item-embedding file stores out: the one reader and the one writer that
-training (precompute), export (embed_items) and the default bundle share. No torch here.
-
-The store is one uncompressed `.npz` with `item_ids` (<U [n]), `embeddings` (float16 or
-float32 [n, dim]) and `encoder_id`; `service.text_encoder.load_embedding_store` reads it.
+"""Catalog files in: the one reader that training (precompute), export (embed_items) and the
+default bundle share. No torch here. The embeddings they write out follow
+contract.embeddings.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +39,3 @@ def read_catalog(path: str | Path) -> tuple[np.ndarray, list[str]]:
         logger.warning("%s: %d repeated item_ids keep their first title", path, duplicated.sum())
     frame = frame[~duplicated]
     return frame["item_id"].to_numpy(dtype=str), frame["item_title"].astype(str).tolist()
-
-
-def write_embedding_store(
-    path: str | Path, item_ids: np.ndarray, embeddings: np.ndarray, encoder_id: str
-) -> None:
-    """Write the store to a temporary name and move it into place: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as file:  # a file object: numpy appends no ".npz"
-        np.savez(
-            file,
-            item_ids=np.asarray(item_ids, dtype=str),
-            embeddings=embeddings,
-            encoder_id=np.array(encoder_id),
-        )
-    os.replace(partial, path)

@@ -3,13 +3,13 @@
 Readers map real data sets onto these columns; the synthetic generator writes them directly.
 """
 
-# Request-level columns: the same for every row of a session (one query's result list).
+from contract.features import PLATFORM, QUERY_CATEGORY, SCENARIO, TOP_CATEGORY
+
+# Request-level columns: the same for every row of a session (one query's result list). The
+# categorical four (query_category, top_category, scenario, platform) are the request fields
+# the service receives, so their names are contract.features'.
 SESSION_ID = "session_id"
 QUERY_TEXT = "query_text"
-QUERY_CATEGORY = "query_category"  # sub-category id of the query
-TOP_CATEGORY = "top_category"  # its level-1 parent
-SCENARIO = "scenario"  # country / storefront (HMoE scenarios)
-PLATFORM = "platform"  # general / high_end / budget (WE-CAN domains)
 
 # Item-level columns.
 ITEM_ID = "item_id"

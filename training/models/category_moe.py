@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models.experts import StackedExperts
 from training.models.gates import (
     CategoryBucketGate,

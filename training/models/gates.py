@@ -8,10 +8,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from training.features import FeatureSpec
+from contract.features import REQUEST_CATEGORICAL, FeatureSpec
 from training.models.inputs import CategoricalEmbeddings
 
-REQUEST_GATE_INPUTS = ("query_category", "top_category", "scenario", "platform", "query_text")
+# The request-level categorical fields, and the query text through its embedding.
+REQUEST_GATE_INPUTS = (*REQUEST_CATEGORICAL, "query_text")
 GATE_INPUTS = (*REQUEST_GATE_INPUTS, "item")  # "item": the item vector, so per-item gating
 
 
@@ -39,7 +40,7 @@ class GateFeatures(nn.Module):
         unknown = set(inputs) - set(GATE_INPUTS)
         if unknown or not inputs:
             raise ValueError(f"gate inputs must be a non-empty subset of {GATE_INPUTS}: {inputs}")
-        self.fields = [spec.request_field(n) for n in inputs if n in REQUEST_GATE_INPUTS[:4]]
+        self.fields = [spec.request_field(n) for n in inputs if n in REQUEST_CATEGORICAL]
         cards = [spec.request_categorical[i].cardinality for i in self.fields]
         self.embeddings = CategoricalEmbeddings(cards, dim)
         if shared is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models.category_moe import RankerOutput
 from training.models.experts import StackedExperts
 from training.models.inputs import InputBlock

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 
 
 class CategoricalEmbeddings(nn.Module):

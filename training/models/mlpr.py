@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from contract.features import FeatureSpec
 from training.data.schema import TASKS
-from training.features import FeatureSpec
 from training.models.category_moe import RankerOutput
 from training.models.inputs import InputBlock
 from training.models.multitask import (

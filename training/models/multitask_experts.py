@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models.experts import StackedExperts
 from training.models.gates import GateFeatures, Gating, NoisyTopKGate
 

@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models import category_moe, hmoe, mlpr, wecan
 
 # family name -> (model class, config class, recipes)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from training.features import FeatureSpec
+from contract.features import FeatureSpec
 from training.models.category_moe import RankerOutput
 from training.models.multitask import TaskLinear
 
