@@ -47,8 +47,6 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.process import ServiceProcess  # noqa: E402
-
 from loadtest.shopper_run import ShopperConfig, run_shoppers  # noqa: E402
 from pipelines.experiment_report import format_table, report, scrape_arms  # noqa: E402
 from pipelines.online_round import (  # noqa: E402
@@ -57,6 +55,7 @@ from pipelines.online_round import (  # noqa: E402
     run_round,
     simulated_shoppers,
 )
+from service.process import ServiceProcess  # noqa: E402
 
 ARMS = {"random": "random", "control": "dnn", "best": "mmoe_10"}  # variant -> model
 

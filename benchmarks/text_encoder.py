@@ -25,7 +25,7 @@ import torch
 
 from export.text_encoder import PARITY_TEXTS, export_text_encoder
 from service.text_encoder import OnnxTextEncoder
-from training.data.real_sets import shared_data_dir
+from training.data.real.sets import shared_data_dir
 from training.results import write_results
 from training.text_encoder import TextEncoder
 

@@ -109,7 +109,7 @@ def build_traffic(environment, **_) -> None:
     rate = options.rate or None
     if options.replay:
         rate = rate or REPLAY_RATE
-        from training.data.real_sets import shared_data_dir
+        from training.data.real.sets import shared_data_dir
 
         data_dir = shared_data_dir() if options.replay == "auto" else Path(options.replay)
         if data_dir is None:

@@ -145,8 +145,8 @@ def read_replay(data_dir: str | Path) -> tuple[Log, np.ndarray]:
     Each logged click is one request: its query and the product clicked, filled with other
     products of the catalog (Xbox 360 games, one category). No numeric features: the service
     imputes them all. A product without a known title is sent without one."""
-    from training.data.real_sets import read_real_set
-    from training.data.real_text_sets import bestbuy_titles
+    from training.data.real.sets import read_real_set
+    from training.data.real.text_sets import bestbuy_titles
 
     clicks = read_real_set("bestbuy-small", data_dir)
     clicks = clicks[clicks[schema.QUERY_TEXT].fillna("").str.strip().str.len().between(1, 1024)]

@@ -66,7 +66,7 @@ def text_spec() -> FeatureSpec:
 @pytest.fixture(scope="session")
 def small_log_dir(tmp_path_factory):
     """A small generated search log (dense labels), written once per test session."""
-    from training.data.generator import GeneratorConfig, generate
+    from training.data.simulator.generator import GeneratorConfig, generate
 
     out = tmp_path_factory.mktemp("searchlog")
     config = GeneratorConfig(

@@ -28,7 +28,7 @@ COMMON = ["--model", "dnn", "--epochs", "2", "--lr", "3e-3", "--batch-size", "51
 @pytest.fixture(scope="module")
 def chunked_log(tmp_path_factory):
     """A small log in many row groups (the generator writes one per chunk of sessions)."""
-    from training.data.generator import GeneratorConfig, generate
+    from training.data.simulator.generator import GeneratorConfig, generate
 
     out = tmp_path_factory.mktemp("chunked")
     generate(GeneratorConfig(impressions=40_000, seed=7, max_sub_categories=30,

@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from training.data import generator as gen
 from training.data import schema
-from training.data import vocabulary as vocab
-from training.data.behaviour import UTILITY_FEATURES, solve_intercept
 from training.data.generate import field_docs, main
-from training.data.generator import GeneratorConfig, generate
+from training.data.simulator import generator as gen
+from training.data.simulator import vocabulary as vocab
+from training.data.simulator.behaviour import UTILITY_FEATURES, solve_intercept
+from training.data.simulator.generator import GeneratorConfig, generate
 
 RATE_MULTIPLIER = 4.0
 LOG_CONFIG = GeneratorConfig(

@@ -124,7 +124,7 @@ def test_recipe_beats_a_constant_predictor(name, click_purchase_log):
 def test_table3_writes_overall_and_per_scenario_rows(monkeypatch, tmp_path):
     from dataclasses import replace
 
-    from training.data.generator import GeneratorConfig
+    from training.data.simulator.generator import GeneratorConfig
     from training.experiments import hmoe, mlpr
 
     data = GeneratorConfig(impressions=20_000, max_sub_categories=20, rate_multiplier=6.0,

@@ -25,7 +25,7 @@ from loadtest.traffic import (
     replay_arrivals,
 )
 from service.process import ServiceProcess
-from training.data.real_sets import shared_data_dir
+from training.data.real.sets import shared_data_dir
 
 DRAWS = 3000
 

@@ -87,7 +87,7 @@ def test_table3_keeps_the_rows_of_seeds_run_elsewhere_with_the_same_settings(tmp
 def test_table3_seeds_run_apart_end_in_one_table(monkeypatch, tmp_path):
     """Two processes' worth of --seeds (one after the other here) give one Table 3 with both
     seeds and every setting: the real encoder, tuned for two steps on a tiny log."""
-    from training.data.generator import GeneratorConfig
+    from training.data.simulator.generator import GeneratorConfig
     from training.experiments import mlpr
     from training.trainer import TrainConfig
 

@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import pytest
-from service.process import ServiceProcess
 
 from contract.models_file import load_models_file, parse_models_file
 from loadtest.shopper_run import ShopperConfig, run_shoppers
@@ -23,6 +22,7 @@ from pipelines.online_round import (
     run_round,
     simulated_shoppers,
 )
+from service.process import ServiceProcess
 
 ADMIN, EVENTS = "test-admin-token", "test-events-token"
 COUNTS = ("impressions", "clicks", "add_to_carts", "purchases")

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tests import test_generator
-from training.data.behaviour import purchase_vector
-from training.data.generator import GeneratorConfig, generate
+from training.data.simulator.behaviour import purchase_vector
+from training.data.simulator.generator import GeneratorConfig, generate
 from training.oracle import RANKINGS, headroom_share, oracle_metrics, read_oracle
 
 TINY = dataclasses.replace(test_generator.TINY, rate_multiplier=4.0)

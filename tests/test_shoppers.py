@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from loadtest.shoppers import Answer, rank_body, read_world, shop
-from training.data.behaviour import probabilities, scores
-from training.data.generator import GeneratorConfig, generate
-from training.data.ground_truth import behaviour_from
+from training.data.simulator.behaviour import probabilities, scores
+from training.data.simulator.generator import GeneratorConfig, generate
+from training.data.simulator.ground_truth import behaviour_from
 
 
 @pytest.fixture(scope="module")

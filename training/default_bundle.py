@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from training.data import schema
-from training.data.generator import GeneratorConfig, generate
+from training.data.simulator.generator import GeneratorConfig, generate
 from training.trainer import TrainConfig
 
 # Small enough to build in minutes on 2 cores, big enough to rank sensibly.

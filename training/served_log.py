@@ -26,7 +26,7 @@ import pandas as pd
 
 from contract.served_log import EventRecord, ReadStats, ServedRecord, read_records
 from training.data import schema
-from training.data.readers import finish
+from training.data.real.readers import finish
 
 LABEL_OF_EVENT = {"click": "click", "add_to_cart": "atc", "purchase": "purchase"}
 

@@ -17,7 +17,7 @@ import inspect
 import sys
 import textwrap
 
-from training.data.generator import GeneratorConfig, generate
+from training.data.simulator.generator import GeneratorConfig, generate
 
 _SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     """One option per scalar field of GeneratorConfig, plus --out."""
     parser = argparse.ArgumentParser(
         prog="python -m training.data.generate",
-        description="Write a synthetic e-commerce search log (see training/data/generator.py).",
+        description="Write a synthetic e-commerce search log (see training/data/simulator/generator.py).",
         allow_abbrev=False,
     )
     parser.add_argument("--out", required=True, help="Output directory.")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.generator import GeneratorConfig, generate
+from training.data.simulator.generator import GeneratorConfig, generate
 from training.models import registry
 from training.train import Prepared, fit, prepare
 from training.trainer import TrainConfig

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data.generator import GeneratorConfig, generate
 from training.data.schema import TASKS
+from training.data.simulator.generator import GeneratorConfig, generate
 from training.experiments.common import SIZES, experiment_args
 from training.experiments.mlpr_eval import (
     lifts,

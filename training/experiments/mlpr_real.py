@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from training.data import schema
-from training.data.real_sets import read_real_set, shared_data_dir
+from training.data.real.sets import read_real_set, shared_data_dir
 from training.dataset import split_sessions, to_tensors
 from training.experiments.mlpr_eval import (
     lifts,

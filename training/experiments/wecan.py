@@ -6,7 +6,7 @@ Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc}) 
 results/wecan_figure2.json + .png (rows {domain, field, weight}: mean attention weight of a field
 on the test set, per platform). The generated log's platforms are the paper's three
 (general A, high-end B, budget C; traffic 100:10:1) with brand mattering more on high-end and
-price on budget (training/data/generator.py). All platforms train jointly (the paper pairs A
+price on budget (training/data/simulator/generator.py). All platforms train jointly (the paper pairs A
 with B and with C); Deep & Cross on all data stands for the models without transfer design.
 """
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.data.behaviour import UTILITY_FEATURES, Behaviour
-from training.data.categories import CategoryTree
-from training.data.sessions import Chunk, World
+from training.data.simulator.behaviour import UTILITY_FEATURES, Behaviour
+from training.data.simulator.categories import CategoryTree
+from training.data.simulator.sessions import Chunk, World
 
 
 @dataclass

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data import vocabulary as vocab
-from training.data.behaviour import Rows
-from training.data.catalog import Catalog
+from training.data.simulator import vocabulary as vocab
+from training.data.simulator.behaviour import Rows
+from training.data.simulator.catalog import Catalog
 
 SAME, SIBLING, OTHER = 0, 1, 2  # where a listed item comes from, relative to the query
 _QUERY_SLOTS = 10  # price word, brand, size, colour, material, up to 4 modifiers, head noun

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 
 from training.data import schema
-from training.data.catalog import STATIC_FEATURES, Catalog
-from training.data.categories import CategoryTree
-from training.data.sessions import Chunk
+from training.data.simulator.catalog import STATIC_FEATURES, Catalog
+from training.data.simulator.categories import CategoryTree
+from training.data.simulator.sessions import Chunk
 
 IMPRESSION_SCHEMA = pa.schema(
     [

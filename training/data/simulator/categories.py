@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-TREE_PATH = Path(__file__).with_name("bestbuy_categories.json")
+TREE_PATH = Path(__file__).parents[1] / "bestbuy_categories.json"
 
 # Level-1 nodes that are storefront navigation, services or duplicates of another top-category
 # (Magnolia is a store-in-store of TV & Home Theater; Name Brands re-lists products by brand).

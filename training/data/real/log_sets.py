@@ -1,6 +1,6 @@
 """Readers of the real data sets without query text: LTR features, Alibaba logs, Instacart.
 
-Same conventions as `real_text_sets.py`: the data set's folder in, a `finish`ed contract frame
+Same conventions as `text_sets.py`: the data set's folder in, a `finish`ed contract frame
 out, a `describe:` paragraph per reader that a test holds it to, nothing invented.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.readers import as_text, finish
+from training.data.real.readers import as_text, finish
 from training.data.schema import (
     ITEM_ID,
     ITEM_TITLE,

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from training.data import schema
-from training.data import vocabulary as vocab
-from training.data.categories import CategoryTree
+from training.data.simulator import vocabulary as vocab
+from training.data.simulator.categories import CategoryTree
 
 # The static numeric features of an item, in the column order of `Catalog.static`: the
 # contract's numeric features but the two a session sets (hist_ctr, lexical_overlap).

@@ -3,7 +3,7 @@
 A user's own data names its columns its own way; a `ColumnMapping` says which source column
 plays which contract role, and `read_ranking_table` returns a DataFrame whose columns are the
 contract's (`session_id`, `query_text`, `item_id`, labels, ...) followed by the feature columns
-under their source names. The readers of the real data sets (`real_sets.py`) finish their frames
+under their source names. The readers of the real data sets (`sets.py`) finish their frames
 with the same helpers, so every reader hands back the same dtypes:
 
 - ids, text and category columns: pandas ``string`` (missing stays ``<NA>``);

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from training.data.behaviour import (
+from training.data.simulator.behaviour import (
     Behaviour,
     Rows,
     click_given_examined,

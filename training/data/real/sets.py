@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data.readers import CONTRACT_COLUMNS
-from training.data.real_log_sets import (
+from training.data.real.log_sets import (
     read_ali_ccp,
     read_aliexpress,
     read_instacart,
     read_lightgbm_lambdarank,
 )
-from training.data.real_text_sets import (
+from training.data.real.readers import CONTRACT_COLUMNS
+from training.data.real.text_sets import (
     read_bestbuy_candidates,
     read_bestbuy_clicks,
     read_crowdflower,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data.readers import as_text, finish, to_float32
+from training.data.real.readers import as_text, finish, to_float32
 from training.data.schema import (
     ITEM_ID,
     ITEM_TITLE,
@@ -35,7 +35,7 @@ ESCI_RELEVANCE = {"E": 3, "S": 2, "C": 1, "I": 0}
 # The OpenSearch export writes E/S/C/I as ratings 100/10/1/0.
 ESCI_RATING_RELEVANCE = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 BESTBUY_SESSIONS = ("user_query", "query")
-_CATEGORY_TREE = Path(__file__).with_name("bestbuy_categories.json")
+_CATEGORY_TREE = Path(__file__).parents[1] / "bestbuy_categories.json"
 
 
 def read_crowdflower(path: str | Path) -> pd.DataFrame:
@@ -146,7 +146,7 @@ def read_bestbuy_candidates(
     The non-clicks are CONSTRUCTED, not observed (see `negatives.add_sampled_negatives`): their
     rows have `negative_source` "same_query" or "catalog"; observed clicks have it missing.
     """
-    from training.data.negatives import add_sampled_negatives
+    from training.data.real.negatives import add_sampled_negatives
 
     return add_sampled_negatives(
         read_bestbuy_clicks(path, session=session),

@@ -116,18 +116,22 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from training.data.behaviour import (
+from training.data.simulator.behaviour import (
     UTILITY_FEATURES,
     Behaviour,
     calibrate,
     cascade,
     draw_behaviour,
 )
-from training.data.catalog import STATIC_FEATURES, build_catalog
-from training.data.categories import NON_PRODUCT_TOP_CATEGORIES, CategoryTree, load_category_tree
-from training.data.ground_truth import Counts, ground_truth
-from training.data.oracle import ORACLE_SCHEMA, oracle_table, pooled_weights
-from training.data.sessions import (
+from training.data.simulator.catalog import STATIC_FEATURES, build_catalog
+from training.data.simulator.categories import (
+    NON_PRODUCT_TOP_CATEGORIES,
+    CategoryTree,
+    load_category_tree,
+)
+from training.data.simulator.ground_truth import Counts, ground_truth
+from training.data.simulator.oracle import ORACLE_SCHEMA, oracle_table, pooled_weights
+from training.data.simulator.sessions import (
     Chunk,
     World,
     primes_above,
@@ -135,7 +139,7 @@ from training.data.sessions import (
     simulate_chunk,
     zipf_traffic,
 )
-from training.data.tables import IMPRESSION_SCHEMA, Columns
+from training.data.simulator.tables import IMPRESSION_SCHEMA, Columns
 
 # sessions.py appends hist_ctr to the catalog's static features.
 assert (*STATIC_FEATURES, "hist_ctr") == UTILITY_FEATURES, "feature order of sessions.py"
