@@ -30,10 +30,11 @@ COPY training training
 COPY export export
 COPY service service
 COPY loadtest loadtest
+COPY pipelines pipelines
 # torch first, from the CPU index, as the Makefile does (TORCH_SPEC); then the extras.
 RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}" \
  && pip install ".[serve,cpu,train,loadtest]"
-RUN python -m training.default_bundle --artifacts artifacts --bundle artifacts/bundles/default \
+RUN python -m pipelines.default_bundle --artifacts artifacts --bundle artifacts/bundles/default \
  && mkdir -p results/loadtest && chown -R moerank artifacts results
 USER moerank
 

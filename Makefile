@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 bundle: $(BUNDLE)/manifest.json
 
 $(BUNDLE)/manifest.json: $(VENV)/.installed
-	$(PY) -m training.default_bundle --artifacts $(ARTIFACTS) --bundle $(BUNDLE)
+	$(PY) -m pipelines.default_bundle --artifacts $(ARTIFACTS) --bundle $(BUNDLE)
 
 serve: bundle
 	MOERANK_BUNDLE_PATH=$(BUNDLE) \
@@ -54,7 +54,7 @@ test: lint
 	$(PY) -m pytest
 
 reproduce: $(VENV)/.installed
-	$(PY) -m training.reproduce --size $(SIZE)
+	$(PY) -m pipelines.reproduce --size $(SIZE)
 
 bench: bundle
 	$(PY) benchmarks/metrics_speed.py

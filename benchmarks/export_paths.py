@@ -44,9 +44,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from contract import schema
 from contract.features import CategoricalField, FeatureSpec, NumericField
 from export.serving_graph import ServingGraph, example_inputs, export_onnx
-from training.data import schema
 from training.models.category_moe import CategoryMoE
 from training.models.experts import StackedExperts
 from training.models.registry import config_for

@@ -32,13 +32,13 @@ import redis
 from serve_latency import measure_points, numbers
 
 from contract.embeddings import load_embedding_store
+from contract.schema import TASKS
 from export.bundle import write_bundle
 from export.xgboost_bundle import write_xgboost_bundle
 from loadtest.traffic import read_log
-from training.data.schema import TASKS
 from training.experiments.mlpr import options
+from training.fitting import fit, prepare, score_metrics
 from training.results import write_results
-from training.train import fit, prepare, score_metrics
 from training.trainer import TrainConfig
 from training.xgboost_ranker import fit_rankers, margins, wide_features
 

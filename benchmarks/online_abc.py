@@ -47,6 +47,7 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from loadtest.service_process import ServiceProcess  # noqa: E402
 from loadtest.shopper_run import ShopperConfig, run_shoppers  # noqa: E402
 from pipelines.experiment_report import format_table, report, scrape_arms  # noqa: E402
 from pipelines.online_round import (  # noqa: E402
@@ -55,7 +56,6 @@ from pipelines.online_round import (  # noqa: E402
     run_round,
     simulated_shoppers,
 )
-from service.process import ServiceProcess  # noqa: E402
 
 ARMS = {"random": "random", "control": "dnn", "best": "mmoe_10"}  # variant -> model
 
@@ -80,7 +80,7 @@ def untrained_checkpoint(reference: Path, out: Path, seed: int = 0) -> None:
 def offline_auc(train_log: Path, checkpoints: dict[str, Path]) -> dict[str, dict]:
     """Session AUC and NDCG@10 of each checkpoint on the training log's test split."""
     from training.checkpoint import load_checkpoint
-    from training.train import prepare, test_metrics
+    from training.fitting import prepare, test_metrics
 
     prepared = prepare(train_log, progress=False)
     return {

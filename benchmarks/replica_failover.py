@@ -25,7 +25,7 @@ from pathlib import Path
 
 from infra.haproxy import LocalHAProxy
 from infra.replica_drill import PHASES, SteadyLoad, drill, summary
-from service.process import ServiceProcess, free_port
+from loadtest.service_process import ServiceProcess, free_port
 from training.results import cpu_model, write_results
 
 

@@ -1,7 +1,7 @@
 """/v1/rank latency through a real service under load: fixed concurrency and open-loop rates.
 
 For each model configuration (name, bundle directory, expert path), the service runs as
-`python -m service` on a free loopback port (service/process.py) with the item embeddings
+`python -m service` on a free loopback port (loadtest/service_process.py) with the item embeddings
 preloaded into its LRU (a warm cache). Requests are sessions of the generated search log with
 `--items` candidates each (loadtest/traffic.py); every query the benchmark uses is sent once
 before measuring, so query embeddings are warm too. A share of cold items (`--cold-shares`:
@@ -51,9 +51,9 @@ import numpy as np
 
 from contract.embeddings import load_embedding_store
 from loadtest.rawhttp import HttpError, RawClient, request_bytes
-from loadtest.server_metrics import breakdown
+from loadtest.server_metrics import breakdown, metric_delta
+from loadtest.service_process import ServiceProcess
 from loadtest.traffic import Mix, Traffic, poisson_arrivals, read_log
-from service.process import ServiceProcess, metric_delta
 from training.results import results_dir, write_results
 
 TARGETS = {

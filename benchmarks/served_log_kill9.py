@@ -1,6 +1,6 @@
 """What does kill -9 lose from the served log? Measured, not argued.
 
-Each trial starts the service (`python -m service`, service/process.py) with a served log,
+Each trial starts the service (`python -m service`, loadtest/service_process.py) with a served log,
 sends ranking calls from --callers concurrent keep-alive callers for --seconds, then kills
 the process with SIGKILL while calls are still in flight. Every call that got its 200 before
 the kill is an answer the caller holds; the log is then read back (contract/served_log.py)
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from contract.served_log import ReadStats, ServedRecord, read_records
 from loadtest.rawhttp import RawClient, request_bytes
+from loadtest.service_process import ServiceProcess
 from loadtest.traffic import Mix, Traffic, read_log
-from service.process import ServiceProcess
 from training.results import cpu_model, write_results
 
 

@@ -1,7 +1,7 @@
 """Does a shadow variant add to the caller's latency? /v1/rank P50/P99 with and without one,
 measured in one run.
 
-One service (`python -m service`, service/process.py) serves a models file with two
+One service (`python -m service`, loadtest/service_process.py) serves a models file with two
 experiments over the same bundle: `plain` (no shadow) and `shadowed` (the same model again as
 a shadow, so every answer is followed by a second full scoring). Calls alternate between the
 two experiments, one after the other, in an open loop (Poisson arrivals at --rate/s, each call
@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.rawhttp import RawClient, request_bytes
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 from loadtest.traffic import Mix, Traffic, poisson_arrivals, read_log
-from service.process import ServiceProcess, metric_delta
 from training.results import cpu_model, write_results
 
 MODELS = """

@@ -22,9 +22,9 @@ import httpx
 import numpy as np
 
 from contract.embeddings import load_embedding_store
-from loadtest.server_metrics import histogram_quantile
+from loadtest.server_metrics import histogram_quantile, metric_delta
+from loadtest.service_process import ServiceProcess
 from service.metrics import STAGES
-from service.process import ServiceProcess, metric_delta
 from training.results import write_results
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract.schema import shared_data_dir
 from export.text_encoder import PARITY_TEXTS, export_text_encoder
 from service.text_encoder import OnnxTextEncoder
-from training.data.real.sets import shared_data_dir
 from training.results import write_results
 from training.text_encoder import TextEncoder
 

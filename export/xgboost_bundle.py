@@ -24,6 +24,7 @@ from onnx import TensorProto, helper
 
 from contract.features import FeatureSpec
 from contract.manifest import GRAPH_INPUTS, Experts, Manifest, Score, describe_inputs
+from contract.schema import TASKS
 from export.bundle import (
     PARITY_BATCHES,
     TORCH_TOLERANCE,
@@ -33,7 +34,6 @@ from export.bundle import (
     now_utc,
 )
 from export.serving_graph import example_inputs
-from training.data.schema import TASKS
 from training.xgboost_ranker import margins, wide_rows
 
 INPUT_NAMES = GRAPH_INPUTS[:3]  # no text
@@ -173,7 +173,7 @@ def write_xgboost_bundle(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.train import prepare, score_metrics
+    from training.fitting import prepare, score_metrics
     from training.xgboost_ranker import fit_rankers, wide_features
 
     parser = argparse.ArgumentParser(prog="python -m export.xgboost_bundle", description=__doc__)

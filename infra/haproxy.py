@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from service.process import free_port
+from loadtest.service_process import free_port
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
 

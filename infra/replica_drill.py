@@ -28,7 +28,7 @@ import numpy as np
 
 from infra.haproxy import LocalHAProxy
 from loadtest.rawhttp import RawClient, request_bytes
-from service.process import ServiceProcess
+from loadtest.service_process import ServiceProcess
 
 
 @dataclass

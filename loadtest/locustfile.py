@@ -33,6 +33,7 @@ import numpy as np
 from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner
 
+from contract.schema import shared_data_dir
 from loadtest.traffic import (
     DEFAULT_SIZES,
     Mix,
@@ -109,8 +110,6 @@ def build_traffic(environment, **_) -> None:
     rate = options.rate or None
     if options.replay:
         rate = rate or REPLAY_RATE
-        from training.data.real.sets import shared_data_dir
-
         data_dir = shared_data_dir() if options.replay == "auto" else Path(options.replay)
         if data_dir is None:
             raise SystemExit("--replay auto: no $MOERANK_SHARED_DATA and no ../shared/data")

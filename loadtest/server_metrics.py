@@ -7,9 +7,6 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import STAGES
-from service.process import metric_delta
-
 Samples = dict[tuple[str, tuple], float]
 RANK = {"endpoint": "/v1/rank", "status": "2xx"}
 
@@ -23,6 +20,25 @@ def scrape(url: str, timeout_s: float = 10) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def metric_delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much the samples called `name` whose labels include `labels` grew in total
+    between two scrapes."""
+
+    def total(samples: Samples) -> float:
+        return sum(
+            value
+            for (sample, pairs), value in samples.items()
+            if sample == name and labels.items() <= dict(pairs).items()
+        )
+
+    return total(after) - total(before)
+
+
+def label_values(samples: Samples, name: str, label: str) -> list[str]:
+    """The values `label` takes on the samples called `name`, in the order they appear."""
+    return list(dict.fromkeys(dict(pairs)[label] for sample, pairs in samples if sample == name))
 
 
 def histogram_quantile(q: float, before: Samples, after: Samples, name: str, **labels) -> float:
@@ -66,6 +82,7 @@ def breakdown(before: Samples, after: Samples) -> dict:
         return metric_delta(before, after, name, **labels)
 
     items = "moerank_embedding_lookups_total"
+    stages = label_values(after, f"{stage}_count", "stage")  # the service's, as it reports them
     cpu = metric_delta(before, after, "process_cpu_seconds_total")  # one worker only
     return {
         "calls": int(calls),
@@ -80,11 +97,11 @@ def breakdown(before: Samples, after: Samples) -> dict:
                 * 1e3,
                 3,
             )
-            for s in STAGES
+            for s in stages
         },
         "stage_p99_ms": {
             s: round(histogram_quantile(0.99, before, after, stage, stage=s) * 1e3, 3)
-            for s in STAGES
+            for s in stages
         },
         "item_lru_hit_ratio": _ratio(
             lookups(items, tier="lru", outcome="hit"), lookups(items, tier="lru")

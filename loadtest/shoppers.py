@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contract import schema
 from loadtest.traffic import Log, read_log
-from training.data import schema
 from training.data.simulator.behaviour import UTILITY_FEATURES, Behaviour, Rows, cascade
 from training.data.simulator.ground_truth import behaviour_from
 

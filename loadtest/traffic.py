@@ -31,7 +31,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from training.data import schema
+from contract import schema
+from loadtest import bestbuy
 
 DEFAULT_SIZES = ((100, 0.7), (10, 0.1), (50, 0.1), (300, 0.1))
 ITEM_NUMERIC = tuple(f for f in schema.NUMERIC_FEATURES if f not in ("hist_ctr", "lexical_overlap"))
@@ -145,13 +146,10 @@ def read_replay(data_dir: str | Path) -> tuple[Log, np.ndarray]:
     Each logged click is one request: its query and the product clicked, filled with other
     products of the catalog (Xbox 360 games, one category). No numeric features: the service
     imputes them all. A product without a known title is sent without one."""
-    from training.data.real.sets import read_real_set
-    from training.data.real.text_sets import bestbuy_titles
-
-    clicks = read_real_set("bestbuy-small", data_dir)
+    clicks = bestbuy.read_clicks(data_dir)
     clicks = clicks[clicks[schema.QUERY_TEXT].fillna("").str.strip().str.len().between(1, 1024)]
     clicks = clicks.sort_values("query_time", kind="stable").reset_index(drop=True)
-    titles = bestbuy_titles(Path(data_dir) / "bestbuy-small").dropna()
+    titles = bestbuy.titles(data_dir).dropna()
     skus = list(dict.fromkeys([*titles.index.astype(str), *clicks[schema.ITEM_ID].astype(str)]))
     position = {sku: i for i, sku in enumerate(skus)}
     catalog = [(json.dumps(sku).encode(), _item_rest(titles.get(sku))) for sku in skus]

@@ -129,7 +129,7 @@ def fine_tune(checkpoint: Path, frame, work: Path, config: RoundConfig) -> dict:
     from contract.features import FeatureSpec
     from training.checkpoint import load_checkpoint, save_checkpoint
     from training.dataset import split_sessions, to_tensors
-    from training.train import test_metrics
+    from training.fitting import test_metrics
     from training.trainer import TrainConfig, seed_everything, train
 
     seed_everything(0)

@@ -84,7 +84,7 @@ def small_log_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_log(small_log_dir):
-    from training.train import prepare
+    from training.fitting import prepare
 
     return prepare(small_log_dir, progress=False)
 
@@ -103,7 +103,7 @@ def encoder_dir(tmp_path_factory):
 def small_bundle(small_log_dir, encoder_dir, tmp_path_factory):
     """A small Adv & HSC-MoE bundle with text, built by the same code as the default bundle.
     Returns (bundle_dir, artifacts_dir)."""
-    from training import default_bundle
+    from pipelines import default_bundle
     from training.trainer import TrainConfig
 
     artifacts = tmp_path_factory.mktemp("artifacts")
@@ -155,7 +155,7 @@ class RedisServer:
     it. The machine's shared Redis is never touched."""
 
     def __init__(self, directory):
-        from service.process import free_port
+        from loadtest.service_process import free_port
 
         self.port, self.directory, self.proc = free_port(), directory, None
         self.url = f"redis://127.0.0.1:{self.port}/0"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import schema
 from training import baselines
-from training.data import schema
-from training.train import score_metrics
+from training.fitting import score_metrics
 
 
 def test_same_sub_category_marks_items_of_the_query_category(small_log):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from training.fitting import fit
 from training.models.category_moe import RECIPES  # the Table 2 models
-from training.train import fit
 from training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=2, lr=3e-3, batch_size=512, patience=1)

@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from contract import schema
 from contract.features import REQUEST_CATEGORICAL, FeatureSpec
 from training.checkpoint import load_checkpoint
-from training.data import schema
 from training.distributed import TEST, TRAIN, FeatureCounts, Shard, score_split, session_split
 from training.features import build_spec
 from training.metrics import per_session_auc

@@ -14,7 +14,8 @@ from conftest import bundle_variant
 from scipy.stats import binomtest
 
 from contract.models_file import assign, load_models_file
-from service.process import ServiceProcess, metric_delta
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 
 ADMIN, EVENTS = "test-admin-token", "test-events-token"
 MODELS = """

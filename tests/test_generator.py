@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from training.data import schema
+from contract import schema
 from training.data.generate import field_docs, main
 from training.data.simulator import generator as gen
 from training.data.simulator import vocabulary as vocab

@@ -10,10 +10,10 @@ from conftest import make_inputs, make_spec
 
 from export.bundle import write_bundle
 from training.checkpoint import save_checkpoint
+from training.fitting import fit
 from training.metrics import global_auc
 from training.models.hmoe import RECIPES, HMoE
 from training.models.registry import config_for
-from training.train import fit
 from training.trainer import TrainConfig, predict
 
 TASKS = ("click", "purchase")
@@ -104,7 +104,7 @@ def test_the_bundle_ranks_by_pctcvr(tmp_path):
 
 @pytest.fixture(scope="module")
 def click_purchase_log(small_log_dir):
-    from training.train import prepare
+    from training.fitting import prepare
 
     return prepare(small_log_dir, tasks=TASKS, progress=False)
 

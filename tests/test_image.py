@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.process import free_port
+from loadtest.service_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]

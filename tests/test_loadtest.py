@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from contract.embeddings import load_embedding_store
+from contract.schema import shared_data_dir
+from loadtest.service_process import ServiceProcess
 from loadtest.traffic import (
     Mix,
     Traffic,
@@ -24,8 +26,6 @@ from loadtest.traffic import (
     read_replay,
     replay_arrivals,
 )
-from service.process import ServiceProcess
-from training.data.real.sets import shared_data_dir
 
 DRAWS = 3000
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from training.data.schema import TASKS
+from contract.schema import TASKS
 from training.experiments.mlpr_eval import lifts, neural_scores, task_metrics, xgboost_scores
 from training.experiments.mlpr_figure2 import impression_groups
 from training.models.mlpr import RECIPES
@@ -20,7 +20,7 @@ REQUEST_GATE = {"gate_inputs": ("query_category", "top_category", "scenario", "p
 
 @pytest.fixture(scope="module")
 def cascade_log(small_log_dir):
-    from training.train import prepare
+    from training.fitting import prepare
 
     return prepare(small_log_dir, tasks=TASKS, progress=False)
 

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from contract.models_file import load_models_file, parse_models_file
+from loadtest.service_process import ServiceProcess
 from loadtest.shopper_run import ShopperConfig, run_shoppers
 from pipelines.experiment_report import arms_from_served_log, scrape_arms
 from pipelines.online_round import (
@@ -22,7 +23,6 @@ from pipelines.online_round import (
     run_round,
     simulated_shoppers,
 )
-from service.process import ServiceProcess
 
 ADMIN, EVENTS = "test-admin-token", "test-events-token"
 COUNTS = ("impressions", "clicks", "add_to_carts", "purchases")
@@ -32,7 +32,7 @@ COUNTS = ("impressions", "clicks", "add_to_carts", "purchases")
 def served_dnn(small_log, tmp_path_factory):
     """A tiny trained DNN (no text), its bundle and a models file serving it as `dnn`."""
     from export.bundle import write_bundle
-    from training.train import fit
+    from training.fitting import fit
     from training.trainer import TrainConfig
 
     root = tmp_path_factory.mktemp("online-loop")

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from contract.schema import shared_data_dir
 from training.data.real import sets as real_sets
 from training.data.real.log_sets import parse_libsvm, read_lightgbm_lambdarank
 from training.data.real.negatives import NEGATIVE_SOURCE, add_sampled_negatives
 from training.data.real.readers import CONTRACT_COLUMNS, ColumnMapping, read_ranking_table
-from training.data.real.sets import REAL_SETS, describe, read_real_set, shared_data_dir
+from training.data.real.sets import REAL_SETS, describe, read_real_set
 from training.data.real.text_sets import (
     parse_ditto_record,
     product_titles,

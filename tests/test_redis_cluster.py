@@ -16,7 +16,8 @@ import redis
 from contract.embeddings import item_key
 from export.embed_items import main as embed_items_main
 from infra.redis_cluster import LocalRedisCluster, available
-from service.process import ServiceProcess, metric_delta
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 from service.redis_url import parse_cluster_url
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))

@@ -12,7 +12,7 @@ import pytest
 
 from infra.haproxy import LocalHAProxy, available
 from infra.replica_drill import PHASES, SteadyLoad, drill, summary
-from service.process import ServiceProcess
+from loadtest.service_process import ServiceProcess
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from prometheus_client import REGISTRY
 
+from contract import schema
 from contract.served_log import EventRecord, ReadStats, ServedRecord, read_records, segments
-from service.process import ServiceProcess
+from loadtest.service_process import ServiceProcess
 from service.served_log import ServedLogWriter
-from training.data import schema
 from training.served_log import to_impressions, write_training_set
 
 TOKEN = "served-log-events"
@@ -165,7 +165,7 @@ def test_every_answer_and_event_is_in_the_log_as_the_model_saw_it(served_log, sm
 
 
 def test_the_log_becomes_a_training_set_a_model_trains_on(served_log, tmp_path):
-    from training.train import fit, prepare
+    from training.fitting import fit, prepare
     from training.trainer import TrainConfig
 
     log_dir, requests, answers, events = served_log

@@ -6,7 +6,7 @@ token, from the variable and from the file (a mounted secret)."""
 import httpx
 import pytest
 
-from service.process import ServiceProcess
+from loadtest.service_process import ServiceProcess
 
 TOKENS = {"env": "tok-from-env-1", "file": "tok-from-file-2", "events": "tok-events-3"}
 

@@ -15,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from contract.embeddings import load_embedding_store
-from service.process import ServiceProcess, metric_delta
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 from service.text_encoder import OnnxTextEncoder
 
 MAX_BODY = 200_000

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
+from loadtest.service_process import free_port
 from service.circuit_breaker import BreakerOpen, BreakerState, CircuitBreaker
 from service.embedding_store import RedisStore, StoreUnavailable
 from service.lru import LRU
-from service.process import free_port
 from service.rejections import Rejected, parse_json
 from service.schemas import RankRequest
 from service.settings import cgroup_cpu_quota, usable_cpus

@@ -11,7 +11,8 @@ import httpx
 import pytest
 import redis
 
-from service.process import ServiceProcess, metric_delta
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from conftest import bundle_variant as variant
 
-from service.process import ServiceProcess, metric_delta
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 
 TOKEN = "test-admin-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

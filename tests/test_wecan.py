@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import make_inputs, make_spec
 
+from training.fitting import fit
 from training.metrics import global_auc
 from training.models import wecan
 from training.models.registry import config_for
 from training.models.wecan import RECIPES, WeCan
-from training.train import fit
 from training.trainer import TrainConfig, predict
 
 SMALL = {"embedding_dim": 4, "attention_hidden": 4, "hidden": (16, 8), "critic_hidden": 8}
@@ -80,7 +80,7 @@ def test_without_a_critic_there_is_no_penalty():
 
 @pytest.fixture(scope="module")
 def click_log(small_log_dir):
-    from training.train import prepare
+    from training.fitting import prepare
 
     return prepare(small_log_dir, progress=False)
 

@@ -12,18 +12,18 @@ import pandas as pd
 import pytest
 
 import export.xgboost_bundle as xgb_export
+from contract import schema
+from contract.schema import TASKS
 from export.bundle import ParityError
-from service.process import ServiceProcess
-from training.data import schema
-from training.data.schema import TASKS
-from training.default_bundle import example_request
+from loadtest.service_process import ServiceProcess
+from pipelines.default_bundle import example_request
 from training.features import encode_frame
 from training.xgboost_ranker import fit_rankers, margins, wide_rows
 
 
 @pytest.fixture(scope="module")
 def prepared(small_log_dir):
-    from training.train import prepare
+    from training.fitting import prepare
 
     return prepare(small_log_dir, tasks=TASKS, progress=False)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from contract import schema
 from contract.features import FeatureSpec
-from training.data import schema
 from training.dataset import TensorData
 from training.metrics import session_auc
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract import schema
 from contract.features import FeatureSpec
-from training.data import schema
 from training.features import encode_frame
 
 

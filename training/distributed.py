@@ -39,9 +39,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from contract import schema
 from contract.features import REQUEST_CATEGORICAL, CategoricalField, FeatureSpec, NumericField
 from training.checkpoint import save_checkpoint
-from training.data import schema
 from training.features import encode_frame
 from training.metrics import ndcg_at_k, session_auc
 from training.models import registry

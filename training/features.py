@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from contract import schema
 from contract.features import (
     OOV_INDEX,
     REQUEST_CATEGORICAL,
@@ -19,7 +20,6 @@ from contract.features import (
     FeatureSpec,
     NumericField,
 )
-from training.data import schema
 
 
 def build_spec(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.data import schema
+from contract import schema
 from training.dataset import TensorData
 
 

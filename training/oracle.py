@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data import schema
+from contract import schema
 from training.metrics import ndcg_at_k, session_auc
 
 ORACLE_FILE = "oracle.parquet"

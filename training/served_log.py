@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract import schema
 from contract.served_log import EventRecord, ReadStats, ServedRecord, read_records
-from training.data import schema
 from training.data.real.readers import finish
 
 LABEL_OF_EVENT = {"click": "click", "add_to_cart": "atc", "purchase": "purchase"}

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract import schema
 from contract.embeddings import write_embedding_store
-from training.data import schema
 from training.dataset import TextTables
 
 

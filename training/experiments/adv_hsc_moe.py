@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import schema  # noqa: E402
+from contract import schema  # noqa: E402
 from training.dataset import category_counts  # noqa: E402
 from training.experiments.common import (  # noqa: E402
     SIZES,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from training.data.simulator.generator import GeneratorConfig, generate
+from training.fitting import Prepared, fit, prepare
 from training.models import registry
-from training.train import Prepared, fit, prepare
 from training.trainer import TrainConfig
 
 

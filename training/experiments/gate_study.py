@@ -13,10 +13,10 @@ from dataclasses import replace
 import torch
 
 from training.experiments.common import SIZES, experiment_args, prepare_size
+from training.fitting import fit
 from training.gate_diagnostics import diagnose
 from training.oracle import has_oracle, headroom_share, oracle_metrics
 from training.results import write_results
-from training.train import fit
 
 # name -> (recipe, options): today's gate (zero init, own embedding, balance 1e-2) and the
 # changes the issue suspects, one at a time, then together.

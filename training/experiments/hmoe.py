@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import schema
+from contract import schema
 from training.experiments.common import experiment_args, mean_std
 from training.experiments.mlpr import MLPR_SIZES, data_dir
+from training.fitting import fit, prepare
 from training.metrics import global_auc, ndcg_at_k, session_auc
 from training.results import write_results
-from training.train import fit, prepare
 from training.trainer import predict
 
 MODELS = ("base_dnn", "immoe", "hdnn", "hmoe_no_stopgrad", "hmoe")

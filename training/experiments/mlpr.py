@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data.schema import TASKS
+from contract.schema import TASKS
 from training.data.simulator.generator import GeneratorConfig, generate
 from training.experiments.common import SIZES, experiment_args
 from training.experiments.mlpr_eval import (
@@ -29,9 +29,9 @@ from training.experiments.mlpr_eval import (
 )
 from training.experiments.mlpr_figure2 import figure2
 from training.experiments.mlpr_finetune import table3
+from training.fitting import Prepared, prepare
 from training.models.mlpr import QUERY_GATE
 from training.results import write_results
-from training.train import Prepared, prepare
 from training.trainer import TrainConfig
 
 TABLE2 = ("mlp_single", "mlp_mtl", "esm2", "mmoe", "ple", "aitm", "mlpr")

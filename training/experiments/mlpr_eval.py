@@ -9,8 +9,8 @@ import numpy as np
 
 from training.dataset import TensorData
 from training.experiments.common import mean_std
+from training.fitting import Prepared, fit
 from training.metrics import global_auc, ndcg_at_k, session_auc
-from training.train import Prepared, fit
 from training.trainer import TrainConfig, predict
 from training.xgboost_ranker import fit_rankers, margins, wide_features
 

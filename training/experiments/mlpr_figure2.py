@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from training.data.schema import ITEM_ID, QUERY_TEXT, TASKS  # noqa: E402
+from contract.schema import ITEM_ID, QUERY_TEXT, TASKS  # noqa: E402
 from training.experiments.mlpr_eval import task_metrics  # noqa: E402
+from training.fitting import Prepared  # noqa: E402
 from training.results import results_dir, write_results  # noqa: E402
-from training.train import Prepared  # noqa: E402
 
 GROUPS = ("0-25%", "25-75%", "75-100%")
 CUTS = (0.25, 0.75)

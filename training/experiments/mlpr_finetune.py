@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.schema import ITEM_TITLE, TASKS
+from contract.schema import ITEM_TITLE, TASKS
 from training.dataset import TextTables
 from training.experiments.mlpr_eval import lifts, metric_rows, print_table, summarise
+from training.fitting import Prepared, fit
 from training.models.text_tail import EncoderTail, FineTunedText, TokenStates, token_states
 from training.results import results_dir, write_results
-from training.train import Prepared, fit
 from training.trainer import TrainConfig, predict, train
 
 TAIL_LR = 1e-4  # the encoder layer's learning rate (BERT fine-tuning range)

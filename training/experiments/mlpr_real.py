@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.data import schema
-from training.data.real.sets import read_real_set, shared_data_dir
+from contract import schema
+from contract.schema import shared_data_dir
+from training.data.real.sets import read_real_set
 from training.dataset import split_sessions, to_tensors
 from training.experiments.mlpr_eval import (
     lifts,
@@ -43,8 +44,8 @@ from training.experiments.mlpr_eval import (
 )
 from training.experiments.mlpr_finetune import finetune_runs, table_texts
 from training.features import build_spec
+from training.fitting import Prepared
 from training.results import write_results
-from training.train import Prepared
 from training.trainer import TrainConfig
 
 LEXICAL = ("query_jaccard", "query_in_title", "query_in_description", "title_tokens",

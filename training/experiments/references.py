@@ -4,8 +4,8 @@ log) and the strong simple baselines, plus each row's share of the learnable hea
 from __future__ import annotations
 
 from training import baselines
+from training.fitting import Prepared, score_metrics
 from training.oracle import has_oracle, headroom_share, oracle_metrics
-from training.train import Prepared, score_metrics
 
 FIGURES = ("session_auc", "ndcg_at_10", "ndcg")
 

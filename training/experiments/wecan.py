@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.data import schema
+from contract import schema
 from training.experiments.common import (
     SIZES,
     data_dir,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from contract.features import FeatureSpec
-from training.data.schema import TASKS
+from contract.schema import TASKS
 from training.models.category_moe import RankerOutput
 from training.models.inputs import InputBlock
 from training.models.multitask import (

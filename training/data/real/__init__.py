@@ -1,2 +1,2 @@
 """Readers of real data sets: each maps a public log onto the dataset contract
-(training/data/schema.py); `sets.read_real_set(name)` is the entry point."""
+(contract/schema.py); `sets.read_real_set(name)` is the entry point."""

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.real.readers import as_text, finish
-from training.data.schema import (
+from contract.schema import (
     ITEM_ID,
     ITEM_TITLE,
     QUERY_CATEGORY,
@@ -22,6 +21,7 @@ from training.data.schema import (
     SESSION_ID,
     TOP_CATEGORY,
 )
+from training.data.real.readers import as_text, finish
 
 LIGHTGBM_FEATURES = 300  # feature ids 1..300 in rank.train / rank.test (SOURCE.txt)
 LIGHTGBM_SPLITS = ("train", "test")

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from contract.schema import ITEM_ID, ITEM_TITLE, QUERY_TEXT, REQUEST_COLUMNS, SESSION_ID, TASKS
 from training.data.real.readers import finish
-from training.data.schema import ITEM_ID, ITEM_TITLE, QUERY_TEXT, REQUEST_COLUMNS, SESSION_ID, TASKS
 
 NEGATIVE_SOURCE = "negative_source"  # "same_query" | "catalog"; missing on observed rows
 

@@ -24,7 +24,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from training.data.schema import (
+from contract.schema import (
     ITEM_COLUMNS,
     ITEM_ID,
     ITEM_TITLE,

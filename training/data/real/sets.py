@@ -11,7 +11,6 @@ MOERANK_SHARED_DATA points); code takes their path and never needs them to impor
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +35,6 @@ from training.data.real.text_sets import (
     read_wands_queries,
 )
 
-SHARED_DATA_ENV = "MOERANK_SHARED_DATA"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass(frozen=True)
 class RealSet:
@@ -61,13 +57,6 @@ REAL_SETS: dict[str, RealSet] = {
     "instacart-subset": RealSet("instacart-subset", read_instacart),
     "product-matching": RealSet("product-matching", read_product_matching),
 }
-
-
-def shared_data_dir() -> Path | None:
-    """$MOERANK_SHARED_DATA, else `<repo>/../shared/data`; None when that is not a directory."""
-    configured = os.environ.get(SHARED_DATA_ENV)
-    candidate = Path(configured) if configured else _REPO_ROOT.parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
 
 
 def read_real_set(name: str, data_dir: str | Path) -> pd.DataFrame:

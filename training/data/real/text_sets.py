@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data.real.readers import as_text, finish, to_float32
-from training.data.schema import (
+from contract.schema import (
     ITEM_ID,
     ITEM_TITLE,
     QUERY_CATEGORY,
@@ -29,6 +28,7 @@ from training.data.schema import (
     SESSION_ID,
     TOP_CATEGORY,
 )
+from training.data.real.readers import as_text, finish, to_float32
 
 # ESCI labels, Exact > Substitute > Complement > Irrelevant, as relevance 3..0.
 ESCI_RELEVANCE = {"E": 3, "S": 2, "C": 1, "I": 0}

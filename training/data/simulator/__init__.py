@@ -1,2 +1,2 @@
 """The search-log simulator: a catalog, categories, shoppers and sessions that write the
-dataset contract (training/data/schema.py) with known ground truth. CLI: training.data.generate."""
+dataset contract (contract/schema.py) with known ground truth. CLI: training.data.generate."""

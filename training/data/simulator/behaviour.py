@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.data.schema import NUMERIC_FEATURES
+from contract.schema import NUMERIC_FEATURES
 
 # Every numeric feature except lexical_overlap, which only proxies relevance (it is
 # computed from text) and carries no preference of its own.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from training.data import schema
+from contract import schema
 from training.data.simulator import vocabulary as vocab
 from training.data.simulator.categories import CategoryTree
 

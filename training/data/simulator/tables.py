@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from training.data import schema
+from contract import schema
 from training.data.simulator.catalog import STATIC_FEATURES, Catalog
 from training.data.simulator.categories import CategoryTree
 from training.data.simulator.sessions import Chunk

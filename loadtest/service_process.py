@@ -1,5 +1,6 @@
 """`python -m service` as a child process on a free port, ready when `start` returns: the
-real thing (uvicorn, the lifespan, the sockets) for end-to-end tests and benchmarks."""
+real thing (uvicorn, the lifespan, the sockets) for end-to-end tests, benchmarks and load
+tests. It starts the service as a process and speaks HTTP to it; it imports none of it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from loadtest.server_metrics import Samples, scrape
 
 
 def free_port() -> int:
@@ -79,17 +82,9 @@ class ServiceProcess:
         self.proc.kill()
         self.proc.wait()
 
-    def metrics(self) -> dict[tuple[str, tuple], float]:
+    def metrics(self) -> Samples:
         """Every sample of its /metrics: (name, sorted label pairs) -> value."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as answer:
-            text = answer.read().decode()
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        return scrape(self.url)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -99,17 +94,3 @@ class ServiceProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def metric_delta(before: dict, after: dict, name: str, **labels: str) -> float:
-    """How much the samples called `name` whose labels include `labels` grew in total
-    between two `ServiceProcess.metrics()` snapshots."""
-
-    def total(samples: dict) -> float:
-        return sum(
-            value
-            for (sample, pairs), value in samples.items()
-            if sample == name and labels.items() <= dict(pairs).items()
-        )
-
-    return total(after) - total(before)

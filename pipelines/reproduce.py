@@ -1,4 +1,4 @@
-"""Every paper experiment at one size: `python -m training.reproduce --size small|full`.
+"""Every paper experiment at one size: `python -m pipelines.reproduce --size small|full`.
 
 Small fits CI's time; full is what the committed results/ hold (DESIGN.md).
 """
@@ -21,7 +21,7 @@ EXPERIMENTS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.reproduce", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.reproduce", description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=list(EXPERIMENTS))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))

@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.data import schema
+from contract import schema
+from contract.manifest import Manifest
+from export.bundle import write_bundle
+from export.text_encoder import export_text_encoder
 from training.data.simulator.generator import GeneratorConfig, generate
+from training.fitting import fit, prepare
+from training.text_encoder import ENCODER_ID
+from training.text_tables import write_item_store
 from training.trainer import TrainConfig
 
 # Small enough to build in minutes on 2 cores, big enough to rank sensibly.
@@ -50,13 +56,8 @@ def example_request(frame: pd.DataFrame, catalog: pd.DataFrame) -> dict:
     return {"query": query, "items": items, "top_n": 5}
 
 
-def build(artifacts: Path, bundle_dir: Path, data: GeneratorConfig = DATA, train=TRAIN) -> dict:
+def build(artifacts: Path, bundle_dir: Path, data: GeneratorConfig = DATA, train=TRAIN) -> Manifest:
     """Build (or reuse) every artifact and the bundle; returns the bundle manifest."""
-    from export.bundle import write_bundle
-    from export.text_encoder import export_text_encoder
-    from training.text_encoder import ENCODER_ID
-    from training.text_tables import write_item_store
-    from training.train import fit, prepare
 
     data_dir = artifacts / "data" / "searchlog"
     if not (data_dir / "ground_truth.json").exists():
@@ -77,7 +78,7 @@ def build(artifacts: Path, bundle_dir: Path, data: GeneratorConfig = DATA, train
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.default_bundle", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipelines.default_bundle", description=__doc__)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--bundle", type=Path, default=Path("artifacts/bundles/default"))
     args = parser.parse_args(argv)

@@ -1,7 +1,12 @@
 """The dataset contract of DESIGN.md: one row per impression, the column names every part shares.
 
-Readers map real data sets onto these columns; the synthetic generator writes them directly.
+Readers map real data sets onto these columns; the synthetic generator writes them directly;
+training reads them; loadtest builds its traffic from them. The real data sets themselves
+live outside the repository: `shared_data_dir()`.
 """
+
+import os
+from pathlib import Path
 
 from contract.features import PLATFORM, QUERY_CATEGORY, SCENARIO, TOP_CATEGORY
 
@@ -36,3 +41,14 @@ RELEVANCE = "relevance"  # graded 0..3
 
 REQUEST_COLUMNS = (SESSION_ID, QUERY_TEXT, QUERY_CATEGORY, TOP_CATEGORY, SCENARIO, PLATFORM)
 ITEM_COLUMNS = (ITEM_ID, ITEM_TITLE, POSITION)
+
+# Where the real data sets live: $MOERANK_SHARED_DATA, else `../shared/data` beside a checkout.
+SHARED_DATA_ENV = "MOERANK_SHARED_DATA"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """$MOERANK_SHARED_DATA, else `<repo>/../shared/data`; None when that is not a directory."""
+    configured = os.environ.get(SHARED_DATA_ENV)
+    candidate = Path(configured) if configured else _REPO_ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
