@@ -85,7 +85,7 @@ def manifest(
         version=version,
         family=ckpt["family"],
         tasks=tasks,
-        score=Score(task=getattr(model, "score_task", tasks[0])),
+        score=Score(task=model.score_task),
         inputs=describe_inputs(graph.input_names, spec),
         features=spec,
         normalisation="inside the graph: z-score with each numeric feature's mean and std",

@@ -240,9 +240,9 @@ def _fit(data_dir, model_name, overrides, config, out_dir, shuffle_rows, rank, w
     model = registry.build(registry.family_of_name(model_name), model_config, spec, counts)
     # Every rank starts from rank 0's weights (DDP broadcasts them) and seeds its own draws.
     forward = DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    groups = getattr(model, "parameter_groups", None)
-    optimizer = torch.optim.AdamW(groups(config.lr) if groups else model.parameters(),
-                                  lr=config.lr, weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameter_groups(config.lr), lr=config.lr, weight_decay=config.weight_decay
+    )
     rows_per_rank = max(1, config.batch_size // world)
     best_auc, best_epoch, best_state, history = -1.0, -1, None, []
     out_dir = Path(out_dir)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from training.dataset import TensorData
 from training.metrics import session_auc
+from training.models.protocol import Ranker
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,17 @@ def seed_everything(seed: int) -> None:
 
 
 def task_objective(
-    model: torch.nn.Module,
+    model: Ranker,
     logits: torch.Tensor,
     labels: torch.Tensor,
     example_weights: torch.Tensor | None = None,
 ):
     """(objective, per-task BCE [T]): the model's `combine_task_losses` hook (e.g. uncertainty
-    weighting, mlpr eq. 10) when it has one, else the mean over tasks. Each task's BCE is the
-    mean over examples, or their weighted sum with `example_weights` [B] (summing to 1)."""
+    weighting, mlpr eq. 10; the mean over tasks by default). Each task's BCE is the mean over
+    examples, or their weighted sum with `example_weights` [B] (summing to 1)."""
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     per_task = bce.mean(0) if example_weights is None else example_weights @ bce
-    combine = getattr(model, "combine_task_losses", None)
-    return (combine(per_task) if combine else per_task.mean()), per_task
+    return model.combine_task_losses(per_task), per_task
 
 
 @torch.no_grad()
@@ -87,7 +87,7 @@ def auc_summary(labels: np.ndarray, probs: np.ndarray, sessions: np.ndarray) -> 
 
 
 def train(
-    model: torch.nn.Module,
+    model: Ranker,
     train_data: TensorData,
     valid_data: TensorData,
     config: TrainConfig,
@@ -96,14 +96,11 @@ def train(
 ) -> TrainResult:
     """Pointwise cross-entropy on every task (combined by `task_objective`) plus the model's
     penalties. Keeps the weights of the best validation epoch (mean session AUC over tasks);
-    writes `train_log.jsonl` into out_dir. A model may define `parameter_groups(lr)` (AdamW
-    groups, e.g. a smaller learning rate for a fine-tuned encoder layer)."""
+    writes `train_log.jsonl` into out_dir. The model's `parameter_groups(lr)` hook gives
+    AdamW's groups (e.g. a smaller learning rate for a fine-tuned encoder layer)."""
     seed_everything(config.seed)
-    groups = getattr(model, "parameter_groups", None)
     optimizer = torch.optim.AdamW(
-        groups(config.lr) if groups else model.parameters(),
-        lr=config.lr,
-        weight_decay=config.weight_decay,
+        model.parameter_groups(config.lr), lr=config.lr, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
     best = TrainResult(best_valid_auc=-1.0, best_epoch=-1)

@@ -6,10 +6,9 @@ model of Table 2 is a recipe: the same config with a part switched on or off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 
 from contract.features import FeatureSpec
 from training.models.experts import StackedExperts
@@ -26,6 +25,7 @@ from training.models.losses import (
     hierarchical_soft_constraint,
     sample_disagreeing,
 )
+from training.models.protocol import Ranker, RankerOutput
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,7 @@ RECIPES: dict[str, CategoryMoEConfig] = {
 }
 
 
-@dataclass
-class RankerOutput:
-    """logits [B, T] per task; gating: the inference gate's decision (None for DNN);
-    penalties: weighted regularisers to add to the task loss (signs included);
-    example_weights [B] (summing to 1) weigh each example's loss (None: the plain mean)."""
-
-    logits: torch.Tensor
-    gating: Gating | None = None
-    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
-    example_weights: torch.Tensor | None = None
-
-
-class CategoryMoE(nn.Module):
+class CategoryMoE(Ranker):
     """inputs (see InputBlock) -> RankerOutput. category_counts [cardinality of the query
     category] (training examples per category) is needed only for MMoE buckets."""
 

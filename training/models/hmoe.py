@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from contract.features import FeatureSpec
-from training.models.category_moe import RankerOutput
 from training.models.experts import StackedExperts
 from training.models.inputs import InputBlock
 from training.models.multitask import TaskLinear, TaskTowers, probability_transfer_logits
+from training.models.protocol import Ranker, RankerOutput
 
 SCENARIO = "scenario"
 
@@ -59,7 +59,7 @@ RECIPES: dict[str, HMoEConfig] = {
 }
 
 
-class HMoE(nn.Module):
+class HMoE(Ranker):
     """inputs (see InputBlock) -> RankerOutput with logits [B, tasks]: logit pCTR, logit
     pCTCVR (probability transfer over the stacked conditional probabilities)."""
 
@@ -68,7 +68,6 @@ class HMoE(nn.Module):
     def __init__(self, spec: FeatureSpec, config: HMoEConfig, category_counts=None):
         super().__init__()
         self.config = config
-        self.score_task = config.tasks[-1]
         names = [f.name for f in spec.request_categorical]
         self.scenario_column = names.index(SCENARIO) if SCENARIO in names else None
         self.scenarios = 1  # scenario towers: one per scenario value, OOV included
@@ -100,6 +99,11 @@ class HMoE(nn.Module):
         if towers > 1:
             mask[0] = float("-inf")
         self.register_buffer("untrained_tower_mask", mask)
+
+    @property
+    def score_task(self) -> str:
+        """pCTCVR, the last task: the paper ranks by it."""
+        return self.config.tasks[-1]
 
     def scenario_weights(self, x: torch.Tensor) -> torch.Tensor:
         """W(x) [B, scenarios], rows summing to 1 (eq. 6), 0 on the OOV scenario's tower."""

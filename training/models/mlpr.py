@@ -16,7 +16,6 @@ from torch import nn
 
 from contract.features import FeatureSpec
 from contract.schema import TASKS
-from training.models.category_moe import RankerOutput
 from training.models.inputs import InputBlock
 from training.models.multitask import (
     TaskAttention,
@@ -27,6 +26,7 @@ from training.models.multitask import (
     uncertainty_weighted,
 )
 from training.models.multitask_experts import InputExpertLayer, TaskExpertLayer
+from training.models.protocol import Ranker, RankerOutput
 
 ITEM_GATE = ("query_category", "top_category", "scenario", "platform", "item")
 QUERY_GATE = ("query_category", "top_category", "scenario", "platform", "query_text")
@@ -94,7 +94,7 @@ RECIPES: dict[str, MultiTaskConfig] = {
 }
 
 
-class MultiTaskRanker(nn.Module):
+class MultiTaskRanker(Ranker):
     """inputs (see InputBlock) -> RankerOutput with logits [B, T] = logit(ŷ^k).
 
     `gating` is the first task's (click's) first-layer gate, with expert ids over all the

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from training.dataset import TextTables
+from training.models.protocol import Inputs, Ranker, RankerOutput
 from training.text_encoder import TextEncoder, mean_pool_normalize
 
 
@@ -76,7 +77,7 @@ class EncoderTail(nn.Module):
         return mean_pool_normalize(hidden, mask)
 
 
-class FineTunedText(nn.Module):
+class FineTunedText(Ranker):
     """A ranker whose query/item embeddings come from a trainable EncoderTail.
 
     forward(inputs with query_rows [B] and item_rows [B] (TensorData.batch gives them),
@@ -85,10 +86,11 @@ class FineTunedText(nn.Module):
     """
 
     def __init__(
-        self, ranker: nn.Module, tail: EncoderTail, texts: dict[str, TokenStates], tail_lr_scale
+        self, ranker: Ranker, tail: EncoderTail, texts: dict[str, TokenStates], tail_lr_scale
     ):
         super().__init__()
         self.ranker, self.tail, self.tail_lr_scale = ranker, tail, tail_lr_scale
+        self.config = ranker.config
         self.texts = texts  # {"query": ..., "item": ...}: data, not parameters
 
     def _embed(self, kind: str, rows: torch.Tensor) -> torch.Tensor:
@@ -96,16 +98,23 @@ class FineTunedText(nn.Module):
         table = self.texts[kind]
         return self.tail(table.states[unique], table.mask[unique])[inverse]
 
-    def forward(self, inputs: dict[str, torch.Tensor], skip_experts: bool = False):
+    def forward(self, inputs: Inputs, skip_experts: bool = False) -> RankerOutput:
         embedded = {
             "query_emb": self._embed("query", inputs["query_rows"]),
             "item_emb": self._embed("item", inputs["item_rows"]),
         }
         return self.ranker({**inputs, **embedded}, skip_experts)
 
+    @property
+    def request_level_gate(self) -> bool:
+        return self.ranker.request_level_gate
+
+    @property
+    def score_task(self) -> str:
+        return self.ranker.score_task
+
     def combine_task_losses(self, task_losses: torch.Tensor) -> torch.Tensor:
-        combine = getattr(self.ranker, "combine_task_losses", None)
-        return combine(task_losses) if combine else task_losses.mean()
+        return self.ranker.combine_task_losses(task_losses)
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [

@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from contract.features import FeatureSpec
-from training.models.category_moe import RankerOutput
 from training.models.multitask import TaskLinear
+from training.models.protocol import Ranker, RankerOutput
 
 DOMAIN = "platform"
 
@@ -144,7 +144,7 @@ class GradientReversal(torch.autograd.Function):
         return -grad
 
 
-class WeCan(nn.Module):
+class WeCan(Ranker):
     """inputs -> RankerOutput(logits [B, tasks], penalties {"wasserstein"} while training)."""
 
     request_level_gate = False
