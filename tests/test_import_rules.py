@@ -3,11 +3,12 @@ import in it (function-level ones included), against the rules below.
 
     contract  -> nothing of the project; numpy and pydantic only (it installs with any extra)
     training  -> contract
-    export    -> training, contract (and the service's text encoder, see ALLOWED)
+    export    -> training, contract (and the service's text encoder and store URLs: ALLOWED)
     service   -> contract; never torch
     loadtest  -> contract; it speaks HTTP and reads data files with its own readers (and
                  the simulator's user model for simulated shoppers, see ALLOWED)
     pipelines -> training, export, contract (orchestration that spans stages)
+    infra     -> contract (local Redis Cluster, HAProxy for tests and benchmarks)
 
 tests/ and benchmarks/ may import anything: they check and measure the stages.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("contract", "training", "export", "service", "loadtest", "pipelines")
+STAGES = ("contract", "training", "export", "service", "loadtest", "pipelines", "infra")
 MAY_IMPORT = {
     "contract": set(),
     "training": {"contract"},
@@ -29,6 +30,7 @@ MAY_IMPORT = {
     "service": {"contract"},
     "loadtest": {"contract"},
     "pipelines": {"training", "export", "contract"},
+    "infra": {"contract"},  # real infrastructure (Redis Cluster, HAProxy) as local processes
 }
 NEVER = {  # third-party packages a stage must not need
     "service": {"torch", "transformers", "sentence_transformers", "pandas", "pyarrow"},
@@ -40,6 +42,8 @@ ALLOWED = {
     ("export", "service.text_encoder"): "export proves the text encoder's parity, and "
     "embed_items encodes the catalog, with the exact code the service runs online, so the "
     "stored vectors are the ones the service would compute",
+    ("export", "service.redis_url"): "embed_items writes the service's store: it reads the "
+    "store's URL (a server or a Redis Cluster) with the code the service reads it with",
     **dict.fromkeys(
         [
             ("loadtest", "training.data.simulator.behaviour"),
