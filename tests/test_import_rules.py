@@ -9,7 +9,8 @@ import in it (function-level ones included), against the rules below.
                  the simulator's user model for simulated shoppers, see ALLOWED)
     pipelines -> training, export, loadtest, contract (orchestration spanning stages; the
                  service only over HTTP)
-    infra     -> contract (local Redis Cluster, HAProxy for tests and benchmarks)
+    infra     -> contract, loadtest (a local Redis Cluster, HAProxy and replicas for tests and
+                 benchmarks; they start the service as a process)
 
 tests/ and benchmarks/ may import anything: they check and measure the stages.
 """
@@ -31,7 +32,7 @@ MAY_IMPORT = {
     "service": {"contract"},
     "loadtest": {"contract"},
     "pipelines": {"training", "export", "contract", "loadtest"},  # the service: over HTTP
-    "infra": {"contract"},  # real infrastructure (Redis Cluster, HAProxy) as local processes
+    "infra": {"contract", "loadtest"},  # Redis Cluster, HAProxy, replicas as local processes
 }
 NEVER = {  # third-party packages a stage must not need
     "service": {"torch", "transformers", "sentence_transformers", "pandas", "pyarrow"},
