@@ -24,6 +24,12 @@ def item_key(prefix: str, encoder_id: str, item_id: str) -> str:
     return f"{prefix}:emb:{encoder_id}:{item_id}"
 
 
+def generation_key(prefix: str) -> str:
+    """Set whenever a catalog is written whole (a preload, the embeddings job): its absence
+    tells the service the store lost its contents (service/store_generation.py)."""
+    return f"{prefix}:generation"
+
+
 def to_bytes(vector: np.ndarray, dtype: str = "float32") -> bytes:
     return np.asarray(vector, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
 

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from contract.embeddings import (
+    generation_key,
     item_key,
     load_embedding_store,
     stored_item_ids,
@@ -82,6 +84,9 @@ class RedisSink:
         pipe.execute()
 
     def finish(self) -> None:
+        """A new generation marker: services that saw the store lose its contents learn
+        that it holds a catalog again (service/store_generation.py)."""
+        self.client.set(generation_key(self.prefix), uuid.uuid4().hex)
         self.client.close()
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service import events, metrics
 from service.auth import require_json, require_token
+from service.body_limit import BodyLimit
 from service.bundle import BundleError
 from service.embedding_store import StoreUnavailable
 from service.models_registry import reload_source
+from service.openapi_doc import JSON, document_bodies, errors, json_body
 from service.rejections import Rejected, from_validation_errors, parse_json
-from service.request_metrics import RequestMetrics
+from service.request_metrics import CLIENT_CLOSED, RequestMetrics
 from service.runtime import Runtime
 from service.schemas import (
     ItemsStored,
@@ -29,31 +33,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-JSON = "application/json"
-
-
-def json_body(model) -> dict:
-    """openapi_extra for a route that parses its own body (see document_bodies)."""
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
-
-
-def document_bodies(app: FastAPI, models: list) -> None:
-    """Put the request models of self-parsing routes into the OpenAPI components, so /docs
-    shows them: those routes read raw bytes (pydantic's JSON parser is several times faster
-    than json.loads + validation, and takes the max-items context)."""
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schemas = build().setdefault("components", {}).setdefault("schemas", {})
-            for model in models:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-        return app.openapi_schema
-
-    app.openapi = openapi
+log = logging.getLogger("uvicorn.error")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,11 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Ranks e-commerce search results with a Mixture-of-Experts model.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,  # also counts chunked bodies as they arrive
     )
     app.state.ready, app.state.settings = False, settings
-    app.add_middleware(RequestMetrics)
-    document_bodies(app, [RankRequest, ItemsUpsert, ReloadRequest, events.EventBatch])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # the outermost: it times the 413s too
+    document_bodies(
+        app, [RankRequest, ItemsUpsert, ReloadRequest, events.EventBatch], settings.max_items
+    )
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected):
@@ -87,6 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         return await rejected(request, from_validation_errors(list(exc.errors())))
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect):
+        """The client went away before its request was read whole: its own outcome (status
+        label "disconnected" in /metrics), one log line, no traceback; nobody reads the 499."""
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -101,11 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/rank",
         response_model=RankResponse,
         openapi_extra=json_body(RankRequest),
-        responses={
-            400: {"description": "malformed JSON"},
-            413: {"description": "body over the size limit"},
-            422: {"description": "invalid request: the message names the field"},
-        },
+        responses=errors(400, 413, 422),
     )
     async def rank(request: Request) -> Response:
         """Rank the candidate items of one query (highest score first). The answer's
@@ -123,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=events.EventsAccepted,
         openapi_extra=json_body(events.EventBatch),
         dependencies=[Depends(require_token("events")), Depends(require_json)],
-        responses={422: {"description": "bad events, each named; the good ones are recorded"}},
+        responses=errors(400, 401, 403, 413, 415, 422),  # 422: the good events are recorded
     )
     async def post_events(request: Request) -> Response:
         """Feedback on answers (impression, click, add_to_cart, purchase), by request_id."""
@@ -145,16 +130,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=ItemsStored,
         openapi_extra=json_body(ItemsUpsert),
         dependencies=admin,
+        responses=errors(400, 401, 403, 413, 415, 422, 503),
     )
     async def upsert_items(request: Request) -> ItemsStored:
         """Store product texts: their embeddings are computed now and written to the store."""
         runtime = app.state.runtime
         payload = parse_json(ItemsUpsert, await request.body(), runtime.ranking.context)
+        for text in payload.items:
+            text.title = text.title[: settings.max_title_chars]
         bundle = runtime.registry.current.default_bundle
         try:
-            stored = await runtime.embeddings.upsert(bundle, payload.items)
+            stored = await runtime.catalog.upsert(bundle, payload.items)
         except StoreUnavailable as exc:
-            return JSONResponse({"detail": f"embedding store unavailable: {exc}"}, 503)
+            raise Rejected.one(
+                503, "store_unavailable", "items", f"embedding store: {exc}"
+            ) from exc
         return ItemsStored(stored=stored, encoder_id=bundle.encoder_id)
 
     @app.get("/v1/models")
@@ -171,8 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/admin/reload",
         response_model=ReloadResult,
-        openapi_extra=json_body(ReloadRequest),
+        openapi_extra=json_body(ReloadRequest, required=False),
         dependencies=admin,
+        responses=errors(400, 401, 403, 404, 409, 413, 415, 422),
     )
     async def reload(request: Request) -> ReloadResult:
         """Load bundles beside the serving ones and swap them in once all of them load: one
@@ -185,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             served = await runtime.reload(source, names)
         except BundleError as exc:
             field = "models_file" if names is None and source.models_file else "bundle_path"
-            raise Rejected.one(422, "bad_bundle", field, str(exc)) from exc
+            raise Rejected.one(409, "bad_bundle", field, str(exc)) from exc
         bundle = served.bundles.get(model) or served.default_bundle
         return ReloadResult(
             model={"name": bundle.name, "version": bundle.version},
@@ -198,14 +189,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "starting: not ready yet"}})
     async def readyz():
         """Readiness: the bundle is loaded, validated and warmed up."""
         if not app.state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return {"status": "ready"}
+        # Still ready when the store lost its contents: every replica shares the store, and
+        # taking them all out of service would turn degraded answers into none.
+        return {"status": "ready", "embedding_store": app.state.runtime.generation.state}
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def prometheus() -> Response:
         """Prometheus text format (all workers' samples with several workers)."""
         content, media_type = metrics.exposition()

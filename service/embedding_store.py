@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -45,6 +46,12 @@ class InProcessStore:
 
     async def open(self) -> None:
         pass
+
+    async def set_many_if_absent(self, items: dict[str, bytes]) -> int:
+        before = len(self._data)
+        for key, value in items.items():
+            self._data.setdefault(key, value)
+        return len(self._data) - before
 
     async def close(self) -> None:
         pass
@@ -87,8 +94,22 @@ class RedisStore:
         return await self._call("mget", self.timeout_s, self._client.mget, keys)
 
     async def set_many(self, items: dict[str, bytes]) -> None:
-        """Off the request path (preload, write-back, /v1/items): the bulk timeout."""
+        """Off the request path (preload, /v1/items): the bulk timeout."""
         await self._call("mset", self.bulk_timeout_s, self._client.mset, items)
+
+    async def set_many_if_absent(self, items: dict[str, bytes]) -> int:
+        """SET NX each key (one pipelined round trip); returns how many were written. Decided
+        by Redis when the write lands, so a write delayed by a stall never replaces a vector
+        stored meanwhile."""
+
+        async def set_nx() -> list:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, value, nx=True)
+                return await pipe.execute()
+
+        written = await self._call("setnx", self.bulk_timeout_s, set_nx)
+        return sum(bool(w) for w in written)
 
     async def _call(self, operation: str, timeout_s: float, command: Callable, *args):
         try:
@@ -110,6 +131,11 @@ class RedisStore:
 
     def _failed(self, exc: BaseException) -> None:
         self.breaker.failure()
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """SET NX with an expiry: True for the one caller that gets it (a lease)."""
+        lease = partial(self._client.set, key, b"1", nx=True, px=max(1, int(ttl_s * 1000)))
+        return bool(await self._call("claim", self.bulk_timeout_s, lease))
 
     async def close(self) -> None:
         await self._client.aclose()

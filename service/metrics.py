@@ -31,7 +31,8 @@ STAGES = ("parse", "embeddings", "query_encode", "inference", "respond")
 
 REQUEST_DURATION = Histogram(
     "moerank_request_duration_seconds",
-    "Time from request to response, by endpoint (route template) and status class.",
+    "Time from request to response, by endpoint (route template) and status class (2xx.. 5xx, "
+    "or disconnected: the client went away before its request was read whole).",
     ["endpoint", "status"],
     buckets=LATENCY_BUCKETS,
 )
@@ -54,10 +55,11 @@ ITEMS_PER_REQUEST = Histogram(
 )
 EMBEDDING_LOOKUPS = Counter(
     "moerank_embedding_lookups_total",
-    "Item embedding lookups by tier (lru, redis or memory store, encoder) and outcome (hit, "
-    "miss, error, deferred). encoder/hit: the title was encoded during the request; "
-    "encoder/deferred: answered with a zero vector, the title encoded after; encoder/miss: no "
-    "title, so a zero vector.",
+    "Item embedding lookups by tier (lru, redis or memory store, title_cache, encoder) and "
+    "outcome (hit, miss, error, deferred, skipped). title_cache: cold titles encoded before, "
+    "by (encoder, title); encoder/hit: the title was encoded during the request; "
+    "encoder/deferred: answered with a zero vector, the title encoded after; encoder/skipped: "
+    "over the call's cold-title limits, a zero vector; encoder/miss: no title, a zero vector.",
     ["tier", "outcome"],
 )
 QUERY_LOOKUPS = Counter(
@@ -94,7 +96,19 @@ DEFERRED_ENCODES = Counter(
 )
 WRITE_BACKS = Counter(
     "moerank_embedding_write_backs_total",
-    "Online-encoded item embeddings written back to the store, by outcome (ok, error).",
+    "Cold titles' vectors offered to the store (MOERANK_STORE_COLD_TITLES), by outcome (ok: "
+    "written; exists: a vector was stored already, left alone; error).",
+    ["outcome"],
+)
+STORE_LOST = Gauge(
+    "moerank_embedding_store_lost",
+    "1 while the embedding store is known to have lost its contents (its generation marker "
+    "is gone) and is not refilled yet.",
+    multiprocess_mode="livemax",
+)
+STORE_REFILLS = Counter(
+    "moerank_embedding_store_refills_total",
+    "Refills of a lost embedding store from the file store, by outcome (ok, error).",
     ["outcome"],
 )
 RELOADS = Counter("moerank_reloads_total", "Bundle reloads by outcome (ok, rejected).", ["outcome"])

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from contract.models_file import ModelsFile, ModelsFileError, assign, load_models_file
 from service import metrics
+from service.background_encoder import lower_priority
 from service.bundle import Bundle, BundleError
 from service.rejections import Rejected
 from service.schemas import ReloadRequest
@@ -157,6 +159,9 @@ class ModelRegistry:
     def __init__(self, served: ServedModels, load: Callable[[Path], Bundle]):
         self.current, self._load = served, load
         self._lock = asyncio.Lock()  # one reload at a time; requests never wait on it
+        # Reloads load and warm up at nice 19, so the loop's calls keep the CPU: the P99 of
+        # calls overlapping a reload went from 3.5x to 1.46x the rest (reload_latency.json).
+        self._thread = ThreadPoolExecutor(1, "moerank-reload", initializer=lower_priority)
         _announce(None, served)
 
     @classmethod
@@ -171,8 +176,8 @@ class ModelRegistry:
         set untouched) otherwise."""
         async with self._lock:
             try:
-                served = await asyncio.to_thread(
-                    build, source, self._load, self.current, reload_names
+                served = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, build, source, self._load, self.current, reload_names
                 )
             except BundleError:
                 metrics.RELOADS.labels("rejected").inc()
@@ -187,7 +192,7 @@ class ModelRegistry:
         again in place). Rejected if there is no such model."""
         served = self.current
         if name not in served.bundles:
-            raise Rejected.one(422, "unknown_model", "model", f"no model {name!r}")
+            raise Rejected.one(404, "unknown_model", "model", f"no model {name!r}")
         bundles = {**served.source.bundles, name: str(path or served.paths[name])}
         return replace(served.source, bundles=bundles)
 
@@ -227,7 +232,7 @@ def reload_source(
         name = registry.current.file.default
         if name not in registry.current.bundles:
             raise Rejected.one(
-                422, "invalid_value", "model", f"the default {name!r} is an experiment: name "
+                409, "invalid_value", "model", f"the default {name!r} is an experiment: name "
                 "the model to replace",
             )  # fmt: skip
     path = Path(payload.bundle_path) if payload.bundle_path else None

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from service import metrics
-from service.embeddings import Calls, EmbeddingResolver
+from service.embeddings import Calls, Embeddings
 from service.events import NONE, Served, ServedRequests
 from service.features import ModelInputs, build_inputs
 from service.models_registry import ModelRegistry, Route
@@ -47,17 +47,36 @@ class Ranked:
     scores: np.ndarray  # [B] the score of every candidate, in request order
 
 
+@dataclass(frozen=True)
+class TextLimits:
+    max_items: int
+    title_chars: int  # titles and queries are cut to these before any work
+    query_chars: int
+
+
+def truncate_texts(request: RankRequest, limits: TextLimits) -> int:
+    """Cut over-long titles and the query in place; returns how many were cut. Tokenising
+    and encoding cost grows with the text; the encoder reads at most its token limit."""
+    cut = 0
+    if len(request.query.text) > limits.query_chars:
+        request.query.text, cut = request.query.text[: limits.query_chars], 1
+    for item in request.items:
+        if item.title and len(item.title) > limits.title_chars:
+            item.title, cut = item.title[: limits.title_chars], cut + 1
+    return cut
+
+
 class RankingService:
     def __init__(
         self,
         registry: ModelRegistry,
-        embeddings: EmbeddingResolver,
+        embeddings: Embeddings,
         model_calls: Calls,
-        max_items: int,
+        limits: TextLimits,
         served: ServedRequests | None = None,
     ):
         self.registry, self.embeddings, self._run_model = registry, embeddings, model_calls
-        self.context = {"max_items": max_items}
+        self.limits, self.context = limits, {"max_items": limits.max_items}
         self.served = served or ServedRequests(0)
 
     async def rank(self, body: bytes, request_id: str | None = None) -> Ranked:
@@ -66,6 +85,7 @@ class RankingService:
         watch = Stopwatch()
         models = self.registry.current  # this call's models to the end, even across a reload
         request = parse_json(RankRequest, body, self.context)
+        truncated = truncate_texts(request, self.limits)
         request_id = request_id or uuid.uuid4().hex
         units = {"user_id": request.user_id, "session_id": request.session_id}
         route = models.route(request.model, request.experiment, {**units, "request_id": request_id})
@@ -75,7 +95,10 @@ class RankingService:
             "embedding_cache_misses": 0,
             "online_encodes": 0,
             "deferred_encodes": 0,
+            "cold_encodes_skipped": 0,
             "missing_embeddings": 0,
+            "truncated_texts": truncated,
+            "non_finite_scores": 0,
             "imputed_features": inputs.imputed_features,
             "oov_categories": inputs.oov_categories,
             "embedding_store": "ok",
@@ -94,6 +117,7 @@ class RankingService:
             watch.lap("query_encode")
         scores, expert_index, expert_weight = await self._run_model(bundle.score, *tensors)
         watch.lap("inference")
+        scores, expert_weight = finite_scores(scores, expert_weight, degraded)
         final = scores[:, bundle.score_column]
         order = np.argsort(-final, kind="stable")[: request.top_n]
         body = respond(
@@ -107,6 +131,20 @@ class RankingService:
         self.served.remember(request_id, Served(route.model, route.experiment, route.variant))
         metrics.SERVED.labels(route.model, route.experiment or NONE, route.variant or NONE).inc()
         return Ranked(body, request_id, time.time(), route, request, inputs, tensors, order, final)
+
+
+def finite_scores(
+    scores: np.ndarray, expert_weight: np.ndarray, degraded: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature values inside float32 can still overflow inside the graph (1e38 times a
+    weight): such rows score 0 on every task, rank last and are counted, never answered as
+    null (which the response schema does not allow)."""
+    finite = np.isfinite(scores).all(axis=1)
+    if finite.all():
+        return scores, expert_weight
+    degraded["non_finite_scores"] = int((~finite).sum())
+    scores = np.where(finite[:, None], scores, 0.0).astype(scores.dtype)
+    return scores, np.nan_to_num(expert_weight, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def respond(

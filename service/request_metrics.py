@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 
+CLIENT_CLOSED = 499  # what the app answers a request whose client went away (not a 4xx)
+
 
 class RequestMetrics:
     def __init__(self, app: ASGIApp):
@@ -29,7 +31,8 @@ class RequestMetrics:
             observed = True
             route = scope.get("route")  # the matched route template: a bounded label
             endpoint = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_DURATION.labels(endpoint, f"{status // 100}xx").observe(
+            outcome = "disconnected" if status == CLIENT_CLOSED else f"{status // 100}xx"
+            metrics.REQUEST_DURATION.labels(endpoint, outcome).observe(
                 time.perf_counter() - started
             )
 

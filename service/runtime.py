@@ -15,18 +15,23 @@ import numpy as np
 from contract.embeddings import load_embedding_store
 from service import metrics
 from service.bundle import Bundle
+from service.catalog import Catalog
 from service.circuit_breaker import CircuitBreaker
-from service.embedding_store import InProcessStore, RedisStore
-from service.embeddings import Calls, EmbeddingResolver
+from service.cold_titles import ColdTitlePolicy, ColdTitles
+from service.embedding_store import InProcessStore, RedisStore, StoreUnavailable
+from service.embeddings import Calls, Embeddings, ItemEmbeddings, QueryEmbeddings
 from service.events import ServedRequests
+from service.lru import LRU
 from service.models_registry import ModelRegistry, ServedModels, Source, configured_source
-from service.ranking import Ranked, RankingService
+from service.ranking import Ranked, RankingService, TextLimits
 from service.redis_cluster_store import RedisClusterStore
 from service.redis_url import is_cluster
 from service.reload_sync import ReloadFollower
 from service.served_log import ServedLogWriter, served_record
 from service.settings import Settings
 from service.shadow import ShadowScorer
+from service.store_generation import StoreGeneration
+from service.write_back import WriteBack
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own start-up lines
 
@@ -71,16 +76,45 @@ def make_store(settings: Settings) -> InProcessStore | RedisStore:
     )
 
 
+def cold_title_policy(settings: Settings) -> ColdTitlePolicy:
+    return ColdTitlePolicy(
+        mode=settings.cold_items,
+        max_encodes=settings.max_cold_encodes,
+        max_chars=settings.max_cold_chars,
+        cache_titles=settings.cold_title_cache,
+        pending=settings.pending_encodes,
+        store=settings.store_cold_titles,
+    )
+
+
+def text_limits(settings: Settings) -> TextLimits:
+    return TextLimits(settings.max_items, settings.max_title_chars, settings.max_query_chars)
+
+
+async def start_generation(generation: StoreGeneration, file_store: bool, preloaded: int) -> None:
+    """A preload is a new generation. Without a file store, adopt the store's generation. A
+    preload that failed (the store down) leaves it unknown: the watch finds no marker, calls
+    the store lost and preloads it once it answers."""
+    try:
+        if preloaded:
+            await generation.mark()
+        elif not file_store:
+            await generation.adopt()
+    except StoreUnavailable as exc:
+        log.warning("embedding store generation unknown for now: %s", exc)
+
+
 @dataclass
 class Runtime:
     registry: ModelRegistry
-    embeddings: EmbeddingResolver
+    catalog: Catalog
+    cold: ColdTitles
+    generation: StoreGeneration
     ranking: RankingService
     store: InProcessStore | RedisStore
     executor: ThreadPoolExecutor
     follower: ReloadFollower | None  # several workers only
-    following: asyncio.Task | None
-    watching: asyncio.Task  # the event loop's lag, into /metrics
+    tasks: list[asyncio.Task]  # reload following, store watching, loop-lag sampling
     shadows: ShadowScorer
     served_log: ServedLogWriter | None
 
@@ -98,31 +132,38 @@ class Runtime:
         bundle = registry.current.default_bundle
         store = make_store(settings)
         await store.open()
-        embeddings = EmbeddingResolver(
-            store,
-            settings.key_prefix,
-            settings.embedding_dtype,
-            settings.lru_items,
-            settings.lru_queries,
-            pooled,
-            model_calls,
-            settings.cold_items,
-            settings.pending_encodes,
-        )
+        item_cache = LRU(settings.lru_items)
+        prefix, dtype = settings.key_prefix, settings.embedding_dtype
+        catalog = Catalog(store, prefix, dtype, item_cache, pooled)
+        cold = ColdTitles(cold_title_policy(settings), pooled, dtype, WriteBack(store))
+        saved = None
         if settings.embedding_store_path:
             saved = await asyncio.to_thread(load_embedding_store, settings.embedding_store_path)
-            await embeddings.preload(saved, bundle.encoder_id, settings.lru_preload_items)
+
+        async def preload() -> int:  # at start, and to refill a store that lost its contents
+            encoder_id = registry.current.default_bundle.encoder_id
+            return await catalog.preload(saved, encoder_id, settings.lru_preload_items)
+
+        usable = saved is not None and saved.encoder_id == bundle.encoder_id
+        generation = StoreGeneration(store, prefix, preload if usable else None)
+        await start_generation(generation, usable, await preload() if saved else 0)
+        embeddings = Embeddings(
+            ItemEmbeddings(generation, prefix, dtype, item_cache, cold),
+            QueryEmbeddings(LRU(settings.lru_queries), model_calls),
+        )
         served = ServedRequests(settings.served_requests)
-        ranking = RankingService(registry, embeddings, model_calls, settings.max_items, served)
-        following = None
+        ranking = RankingService(registry, embeddings, model_calls, text_limits(settings), served)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(watch_loop_lag())]
         if follower:
 
             async def follow(record: dict) -> None:
                 await registry.reload(Source.from_json(record["source"]), record["reloaded"])
 
-            following = asyncio.get_running_loop().create_task(follower.follow(follow))
+            tasks.append(loop.create_task(follower.follow(follow)))
+        if isinstance(store, RedisStore):
+            tasks.append(loop.create_task(generation.watch(settings.store_check_s)))
         log.info("ready: %s, %s store", sorted(registry.current.bundles), store.name)
-        watching = asyncio.get_running_loop().create_task(watch_loop_lag())
         shadows = ShadowScorer(settings.shadow_queue, embeddings)
         served_log = None
         if settings.served_log_dir:
@@ -133,7 +174,7 @@ class Runtime:
                 settings.served_log_fsync_ms / 1000,
             )
         return cls(
-            registry, embeddings, ranking, store, executor, follower, following, watching,
+            registry, catalog, cold, generation, ranking, store, executor, follower, tasks,
             shadows, served_log,
         )  # fmt: skip
 
@@ -159,13 +200,12 @@ class Runtime:
             self.served_log.write(partial(served_record, slim, has_vector), "served")
 
     async def stop(self) -> None:
-        self.watching.cancel()
-        if self.following:
-            self.following.cancel()
+        for task in self.tasks:
+            task.cancel()
         await self.shadows.stop()
         if self.served_log:
             await asyncio.to_thread(self.served_log.close)
-        await self.embeddings.drain()
+        await self.cold.drain()
         await self.store.close()
         self.executor.shutdown(wait=True)
         metrics.worker_exited()

@@ -9,17 +9,23 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 ITEM_ID = Field(min_length=1, max_length=256)
+# Hard ceilings (422 above); below them, texts longer than MOERANK_MAX_TITLE_CHARS and
+# MOERANK_MAX_QUERY_CHARS are cut before any work and counted in degraded.truncated_texts.
+MAX_QUERY_TEXT, MAX_TITLE = 4096, 16_384
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # beyond it the model would read an infinity
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 
 
 class Query(BaseModel):
     model_config = REQUEST_CONFIG
 
-    text: str = Field(min_length=1, max_length=1024)
+    text: str = Field(min_length=1, max_length=MAX_QUERY_TEXT)
     category: str = Field(min_length=1, max_length=256, description="the query's sub-category")
     top_category: str | None = Field(None, max_length=256)
     scenario: str | None = Field(None, max_length=64, description="country / storefront")
@@ -30,8 +36,8 @@ class Item(BaseModel):
     model_config = REQUEST_CONFIG
 
     id: str = ITEM_ID
-    title: str | None = Field(None, max_length=2048, description="encoded if not cached")
-    features: dict[str, float] = Field(
+    title: str | None = Field(None, max_length=MAX_TITLE, description="encoded if not cached")
+    features: dict[str, Float32] = Field(
         default_factory=dict, description="numeric features; missing ones are imputed"
     )
     categorical: dict[str, str] = Field(
@@ -73,7 +79,7 @@ class ItemText(BaseModel):
     model_config = REQUEST_CONFIG
 
     id: str = ITEM_ID
-    title: str = Field(min_length=1, max_length=2048)
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
 
 
 class ItemsUpsert(BaseModel):
@@ -84,15 +90,40 @@ class ItemsUpsert(BaseModel):
     items: Annotated[list[ItemText], AfterValidator(check_item_list)] = Field(min_length=1)
 
 
+def _one_source(schema: dict) -> None:
+    """models_file goes alone (a 422 otherwise): said in the schema too."""
+    strings = {"type": "string"}
+    schema["not"] = {
+        "anyOf": [
+            {
+                "required": ["models_file", other],
+                "properties": {"models_file": strings, other: strings},
+            }
+            for other in ("model", "bundle_path")
+        ]
+    }
+
+
 class ReloadRequest(BaseModel):
     """Empty: read the configured models file (or bundle path) again. `model` (+ optional
     `bundle_path`): replace that model. `models_file`: serve another models file."""
 
-    model_config = REQUEST_CONFIG
+    model_config = ConfigDict(**REQUEST_CONFIG, json_schema_extra=_one_source)
 
     bundle_path: str | None = Field(None, description="default: the model's configured path")
     model: str | None = Field(None, description="the model to replace (default: the default)")
     models_file: str | None = Field(None, description="a models file to serve whole")
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="the request part at fault, e.g. items.3.features.price")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx the service answers (service/rejections.py)."""
+
+    detail: list[ErrorDetail]
 
 
 class ModelRef(BaseModel):
@@ -121,10 +152,23 @@ class Degraded(BaseModel):
     deferred_encodes: int = Field(
         0, description="titles encoded after this answer (zero vector now, cached from the next)"
     )
-    missing_embeddings: int = Field(0, description="no embedding and no title: zero vector")
+    cold_encodes_skipped: int = Field(
+        0, description="titles over the call's cold-title limits: zero vector, not encoded"
+    )
+    missing_embeddings: int = Field(
+        0, description="zero vectors: no embedding and no title, or a skipped title"
+    )
+    truncated_texts: int = Field(0, description="titles and query cut at the length limits")
+    non_finite_scores: int = Field(
+        0, description="items whose extreme feature values overflowed the model: scored 0"
+    )
     imputed_features: int = Field(0, description="numeric features given the training mean")
     oov_categories: int = Field(0, description="categorical values outside the vocabulary")
-    embedding_store: str = Field("ok", description="ok, or unavailable (Redis down or slow)")
+    embedding_store: str = Field(
+        "ok",
+        description="ok; unavailable (Redis down or slow); lost (the store lost its contents "
+        "and is not refilled yet)",
+    )
 
 
 class RankResponse(BaseModel):

@@ -106,8 +106,31 @@ class Settings(BaseSettings):
     # CPU per title with the int8 encoder, on the request's clock).
     cold_items: str = Field("background", pattern="^(background|inline)$")
     pending_encodes: int = Field(10_000, ge=0)  # titles queued for the background encoder
+    # A cold title's vector serves its own call and is cached in-process by title; it goes to
+    # the shared store only when this allows (and never over a stored vector): service/
+    # cold_titles.py. Per call at most max_cold_encodes titles, max_cold_chars characters of
+    # them, are encoded or queued; the rest rank with the zero vector (flagged).
+    store_cold_titles: bool = False
+    cold_title_cache: int = Field(10_000, ge=0)
+    max_cold_encodes: int = Field(32, ge=0)
+    max_cold_chars: int = Field(4096, ge=0)  # ~4 titles at the token limit; ~60 typical ones
+    # Texts are cut to these many characters before any work (flagged in degraded): about
+    # the encoder's 256-token limit for titles, a long search for queries (encoding a query
+    # happens on the request's clock; its cost grows with its length).
+    max_title_chars: int = Field(1024, ge=1)
+    max_query_chars: int = Field(256, ge=1)
     max_items: int = Field(1000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # HTTP limits (service/http_protocol.py): a request line + headers over max_header_bytes
+    # is a 431; a request not received whole within request_timeout_s is cut off (408), and
+    # an idle keep-alive connection after keep_alive_s; over max_connections connections or
+    # requests, new ones get a 503. After an early answer (a 413) up to discard_bytes of the
+    # body still arriving are read and dropped so the client can read it.
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    request_timeout_s: float = Field(30.0, gt=0)
+    keep_alive_s: int = Field(5, ge=1)
+    max_connections: int = Field(1000, ge=1)
+    discard_bytes: int = Field(256 * 1024 * 1024, ge=0)  # the request timeout bounds it too
     redis_timeout_ms: float = Field(20.0, gt=0)  # a request's lookup, connection wait included
     redis_bulk_timeout_s: float = Field(5.0, gt=0)  # preload, write-back, /v1/items
     redis_pool_size: int = Field(32, ge=1)
@@ -116,6 +139,7 @@ class Settings(BaseSettings):
     lru_items: int = Field(100_000, ge=0)
     lru_queries: int = Field(50_000, ge=0)
     lru_preload_items: int = Field(10_000, ge=0)  # the file store's first N ids, into the LRU
+    store_check_s: float = Field(5.0, gt=0)  # how often the store's generation marker is read
     warmup_calls: int = Field(5, ge=0)
     shutdown_timeout_s: float = Field(10.0, gt=0)  # in-flight requests get this long to finish
     # Bearer tokens (service/auth.py), comma-separated, and/or a file of them (a mounted

@@ -17,8 +17,9 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from service import metrics
+from service.background_encoder import lower_priority
 from service.bundle import Bundle
-from service.embeddings import EmbeddingResolver, _lower_priority
+from service.embeddings import Embeddings
 from service.features import build_inputs
 from service.ranking import Ranked
 
@@ -40,10 +41,10 @@ def agreement(primary: np.ndarray, shadow: np.ndarray, top: int = TOP) -> dict[s
 
 
 class ShadowScorer:
-    def __init__(self, capacity: int, embeddings: EmbeddingResolver):
+    def __init__(self, capacity: int, embeddings: Embeddings):
         self.capacity, self.embeddings = capacity, embeddings
         self._queue: asyncio.Queue[tuple[Ranked, str, Bundle]] = asyncio.Queue()
-        self._thread = ThreadPoolExecutor(1, "moerank-shadow", initializer=_lower_priority)
+        self._thread = ThreadPoolExecutor(1, "moerank-shadow", initializer=lower_priority)
         self._worker: asyncio.Task | None = None
 
     def offer(self, ranked: Ranked) -> None:

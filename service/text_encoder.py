@@ -52,6 +52,11 @@ class OnnxTextEncoder:
         self.tokenizer.enable_truncation(max_length=self.max_length)
 
         options = ort.SessionOptions()
+        # No memory arena: onnxruntime's CPU arena keeps the largest batch it ever saw (four
+        # rounds of 64 titles of 256 tokens in batches of 64: RSS 152 -> 1,792 MB, never
+        # returned); without it each run's buffers are freed (145 -> 223 MB; batches of 16:
+        # 174 MB) and the encode was no slower.
+        options.enable_cpu_mem_arena = False
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -62,22 +67,38 @@ class OnnxTextEncoder:
             str(self.directory / variants[variant]["file"]), options, providers=providers
         )
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 16, max_batch_tokens: int = 2048
+    ) -> np.ndarray:
         """float32 [len(texts), dim], in the order of `texts`.
 
-        Up to `batch_size` texts run as one batch padded to its longest text; longer lists are
-        sorted by length first so that each batch pads little.
+        Texts are tokenised together, sorted by token count, and run in batches of at most
+        `batch_size` texts and `max_batch_tokens` tokens (padded to the batch's longest), so
+        each batch pads little and one run's working memory stays bounded: attention holds
+        batch x heads x tokens^2 floats, 50 MB for 16 texts of 256 tokens.
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not one str")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
-            feeds = {
-                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            }
+        if not len(texts):
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        start = 0
+        while start < len(order):
+            stop = start + 1  # ascending lengths: the last one taken is the batch's longest
+            while (
+                stop < len(order)
+                and stop - start < batch_size
+                and (stop - start + 1) * lengths[order[stop]] <= max_batch_tokens
+            ):
+                stop += 1
+            rows = order[start:stop]
+            width = max(1, int(lengths[rows[-1]]))
+            feeds = {"input_ids": ids[rows, :width], "attention_mask": mask[rows, :width]}
             out[rows] = self.session.run(["embedding"], feeds)[0]
+            start = stop
         return out

@@ -294,6 +294,20 @@ def test_compose_wires_the_stack(compose, stages, routes):
     assert services["locust"]["depends_on"] == {"ranker": {"condition": "service_healthy"}}
 
 
+def test_compose_redis_persists_and_is_capped(compose):
+    """Its vectors survive a restart (snapshots or an AOF on a volume), and it evicts as a
+    cache does."""
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+
+    def option(name: str) -> str:
+        return command[command.index(name) + 1]
+
+    assert option("--appendonly") == "yes" or option("--save") not in ("", '""')
+    assert option("--maxmemory-policy") == "allkeys-lru" and option("--maxmemory") != "0"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+
+
 def test_compose_mounts_exist(compose):
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):

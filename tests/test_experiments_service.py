@@ -267,11 +267,11 @@ def test_reload_replaces_one_model_or_the_whole_file_all_or_nothing(env, experim
         broken = experiment_dir / "broken.toml"
         broken.write_text(MODELS.replace('beta = "b"', 'beta = "does-not-exist"'))
         refused = reload(url, {"models_file": str(broken)})
-        assert refused.status_code == 422
+        assert refused.status_code == 409
         assert "model 'beta'" in refused.json()["detail"][0]["message"]
         assert httpx.get(f"{url}/v1/models").json()["models"]["beta"]["version"] == "C"
         unknown = reload(url, {"model": "gamma"})
-        assert unknown.status_code == 422
+        assert unknown.status_code == 404
 
         single = experiment_dir / "single.toml"
         single.write_text('default = "only"\n[models]\nonly = "c"\n')

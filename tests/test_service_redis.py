@@ -1,6 +1,6 @@
-"""The service with Redis, end to end: the cache tiers and the write-back on the machine's
-Redis (a key prefix of the test's own, deleted afterwards), and a Redis of the test's own
-that is paused and stopped mid-run while requests keep coming."""
+"""The service with Redis, end to end: the cache tiers and cold titles on the machine's Redis
+(a key prefix of the test's own, deleted afterwards), and a Redis of the test's own that is
+paused and stopped mid-run while requests keep coming."""
 
 import json
 import signal
@@ -52,8 +52,8 @@ def lookups(before, after, tier, outcome) -> float:
     )
 
 
-def test_lru_then_redis_then_online_encode_with_write_back(server, small_bundle, example):
-    (service, key_prefix), artifacts = server, small_bundle[1]
+def test_lru_then_redis_then_cold_titles_never_written(server, example):
+    service, key_prefix = server
     url = service.url
     client = redis.Redis.from_url(SHARED_REDIS)
     n = len(example["items"])
@@ -71,34 +71,23 @@ def test_lru_then_redis_then_online_encode_with_write_back(server, small_bundle,
     assert (lookups(middle, after, "lru", "hit"), lookups(middle, after, "redis", "hit")) == (n, 0)
     assert scores(first) == scores(second)
 
-    tag = uuid.uuid4().hex
-    fresh = {
-        **example,
-        "items": [{**it, "id": f"{tag}-{k}"} for k, it in enumerate(example["items"])],
-    }
+    fresh = fresh_ids(example)
     encoded = rank(url, fresh)
     assert encoded["degraded"]["embedding_cache_misses"] == n
     assert encoded["degraded"]["online_encodes"] == n
-    keys = [f"{key_prefix}{it['id']}" for it in fresh["items"]]
-    deadline = time.monotonic() + 10
-    while client.exists(*keys) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [len(v) for v in client.mget(keys)] == [2 * 384] * n  # float16 vectors written back
-
-    # Push the fresh items out of the LRU (60 entries) with other preloaded items...
-    from contract.embeddings import load_embedding_store
-
-    others = [str(i) for i in load_embedding_store(artifacts / "item_embeddings.npz").item_ids]
-    others = [i for i in others if i not in {it["id"] for it in example["items"]}][:60]
-    for start in range(0, 60, 20):
-        rank(url, {**example, "items": [{"id": i} for i in others[start : start + 20]]})
-    # ...so they come back from Redis, and rank exactly as when they were encoded online.
+    # The same titles again: from the in-process title cache, not encoded, the same scores.
     before = service.metrics()
-    from_redis = rank(url, fresh)
+    again = rank(url, fresh)
     after = service.metrics()
-    assert from_redis["degraded"]["embedding_cache_misses"] == 0
-    assert lookups(before, after, "redis", "hit") == n
-    assert scores(from_redis) == scores(encoded)
+    assert (again["degraded"]["online_encodes"], again["degraded"]["missing_embeddings"]) == (0, 0)
+    assert lookups(before, after, "title_cache", "hit") == n
+    assert scores(again) == scores(encoded)
+    # A caller's titles never reach the shared store by default.
+    assert client.exists(*[f"{key_prefix}{it['id']}" for it in fresh["items"]]) == 0
+    # Nor does a title set the vector of the same id sent without one.
+    untitled = {**fresh, "items": [{k: v for k, v in it.items() if k != "title"}
+                                   for it in fresh["items"]]}  # fmt: skip
+    assert rank(url, untitled)["degraded"]["missing_embeddings"] == n
 
 
 def fresh_ids(body: dict) -> dict:
@@ -110,8 +99,8 @@ def test_background_mode_answers_cold_items_now_and_encodes_them_after(
     server, service_env, redis_prefix, example
 ):
     """The default mode: a cold item ranks with the zero vector (as an item without a title),
-    flagged; its title is encoded after the answer and written back, and from then on it ranks
-    exactly as when encoded during the request."""
+    flagged; its title is encoded after the answer, and from then on it ranks exactly as when
+    encoded during the request. Nothing is written to the store."""
     inline, key_prefix = server
     client = redis.Redis.from_url(SHARED_REDIS)
     n = len(example["items"])
@@ -130,15 +119,18 @@ def test_background_mode_answers_cold_items_now_and_encodes_them_after(
         assert [i["score"] for i in first["items"]] == [
             i["score"] for i in without_vectors["items"]
         ]
-        keys = [f"{key_prefix}{it['id']}" for it in cold["items"]]
         deadline = time.monotonic() + 20
-        while client.exists(*keys) < n:
-            assert time.monotonic() < deadline, "the deferred titles were never written back"
+        while metric_delta(before, service.metrics(), "moerank_deferred_encodes_total") < n:
+            assert time.monotonic() < deadline, "the deferred titles were never encoded"
             time.sleep(0.05)
         after = service.metrics()
         assert metric_delta(before, after, "moerank_deferred_encodes_total", outcome="ok") == n
         second = rank(service.url, cold)
-    assert second["degraded"]["embedding_cache_misses"] == 0
+    assert (second["degraded"]["deferred_encodes"], second["degraded"]["missing_embeddings"]) == (
+        0,
+        0,
+    )
+    assert client.exists(*[f"{key_prefix}{it['id']}" for it in cold["items"]]) == 0
     encoded_inline = rank(inline.url, fresh_ids(example))  # same titles, encoded in the request
     assert encoded_inline["degraded"]["online_encodes"] == n
     position = {it["id"]: k for k, it in enumerate(cold["items"])}
@@ -153,11 +145,14 @@ def test_shutdown_abandons_queued_titles_instead_of_encoding_them_all(
     server, service_env, redis_prefix, example
 ):
     """SIGTERM with thousands of titles queued: the process exits cleanly after the batch in
-    flight; the rest are abandoned (the next process encodes them when asked again)."""
+    flight; the rest are abandoned (the next process encodes them when asked again). The
+    titles are stored (SET NX) here, so the keys count the encodes that happened."""
     _, key_prefix = server
     client = redis.Redis.from_url(SHARED_REDIS)
     env = {**service_env, "MOERANK_REDIS_URL": SHARED_REDIS, "MOERANK_KEY_PREFIX": redis_prefix,
-           "MOERANK_LRU_PRELOAD_ITEMS": "0", "MOERANK_COLD_ITEMS": "background"}  # fmt: skip
+           "MOERANK_LRU_PRELOAD_ITEMS": "0", "MOERANK_COLD_ITEMS": "background",
+           "MOERANK_STORE_COLD_TITLES": "true", "MOERANK_MAX_COLD_ENCODES": "1000",
+           "MOERANK_MAX_COLD_CHARS": "1000000"}  # fmt: skip
     titled = [it for it in example["items"] if it.get("title")]
     calls, per_call = 5, 1000  # ~5,000 encodes: seconds of CPU even on a fast machine
     bodies = [
@@ -188,10 +183,8 @@ def test_a_corrupt_stored_value_is_a_miss_not_an_error(server, example):
     after = service.metrics()
     assert answer["degraded"]["online_encodes"] == 1
     assert lookups(before, after, "redis", "error") == 1
-    deadline = time.monotonic() + 10  # the write-back replaces the bad value
-    while len(client.get(f"{key_prefix}{item['id']}") or b"") != 768:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # Left for the catalog (POST /v1/items) to replace: a ranking call never does.
+    assert client.get(f"{key_prefix}{item['id']}") == b"not a vector"
 
 
 def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
@@ -206,6 +199,7 @@ def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
         "MOERANK_REDIS_TIMEOUT_MS": "20",
         "MOERANK_BREAKER_FAILURES": str(failures),
         "MOERANK_BREAKER_COOLDOWN_S": str(cooldown_s),
+        "MOERANK_STORE_CHECK_S": "0.5",
     }
     body = {**example, "items": example["items"][:5]}  # titled, preloaded into Redis
 
@@ -226,7 +220,7 @@ def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
         calls.phase = "stopped"
         own_redis.stop()
         time.sleep(1.5)
-        own_redis.start()  # same port, empty: the write-backs fill it again
+        own_redis.start()  # same port, empty: refilled from the file store
         calls.phase = "restarted"
         assert calls.wait_for(lambda a: ok(a) and a["degraded"]["embedding_cache_misses"] == 0, 10)
         calls.stop()
@@ -237,7 +231,7 @@ def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
         degraded = [answer["degraded"] for answer in calls.answers(phase)]
         flagged = [d for d in degraded if d["embedding_store"] == "unavailable"]
         assert len(flagged) >= 5, phase
-        assert all(d["online_encodes"] == 5 for d in flagged)  # titles encoded, not zeros
+        assert all(d["missing_embeddings"] == 0 for d in flagged)  # titles used, not zeros
     # The breaker, not a timeout per request: while paused, a few calls timed out and the
     # rest did not wait for Redis at all.
     timeouts = metric_delta(before, paused, "moerank_redis_errors_total", error="timeout")
@@ -245,3 +239,4 @@ def test_redis_paused_or_stopped_mid_run_answers_keep_coming_and_recover(
     assert metric_delta(before, paused, "moerank_redis_breaker_skipped_total") >= 5
     assert metric_delta(before, after, "moerank_redis_errors_total", error="connection") >= 1
     assert after[("moerank_redis_breaker_state", ())] == 0
+    assert metric_delta(before, after, "moerank_embedding_store_refills_total", outcome="ok") >= 1
