@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/rank",
         response_model=RankResponse,
         openapi_extra=json_body(RankRequest),
-        responses=errors(400, 413, 422),
+        responses=errors(400, 404, 413, 422),
     )
     async def rank(request: Request) -> Response:
         """Rank the candidate items of one query (highest score first). The answer's

@@ -88,12 +88,12 @@ class ServedModels:
         if model is not None:
             if model not in self.bundles:
                 raise Rejected.one(
-                    422, "unknown_model", "model", f"no model {model!r}; {sorted(self.bundles)}"
+                    404, "unknown_model", "model", f"no model {model!r}; {sorted(self.bundles)}"
                 )
             return Route(model, self.bundles[model])
         if experiment is not None and experiment not in self.file.experiments:
             raise Rejected.one(
-                422,
+                404,
                 "unknown_experiment",
                 "experiment",
                 f"no experiment {experiment!r}; {sorted(self.file.experiments)}",

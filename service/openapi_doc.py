@@ -18,7 +18,7 @@ ERRORS = {
     400: "malformed JSON",
     401: "bearer token missing or wrong",
     403: "endpoint disabled: no token configured for it",
-    404: "no such model",
+    404: "no such model or experiment",
     409: "what the request names cannot be served now: a bundle or models file missing, "
     "malformed or not computing, or a model to replace that is an experiment",
     413: "body over the size limit (MOERANK_MAX_BODY_BYTES)",

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -20,6 +20,14 @@ ITEM_ID = Field(min_length=1, max_length=256)
 MAX_QUERY_TEXT, MAX_TITLE = 4096, 16_384
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # beyond it the model would read an infinity
 Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
+def _whole(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema counts 3.0 as an integer (the OpenAPI document says "integer"); strict ints not.
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 
 
 class Query(BaseModel):
@@ -68,7 +76,7 @@ class RankRequest(BaseModel):
     items: Annotated[list[Item], AfterValidator(check_item_list)] = Field(
         min_length=1, description="the candidates, each id once"
     )
-    top_n: int | None = Field(None, ge=1, description="return only the best top_n")
+    top_n: WholeNumber | None = Field(None, ge=1, description="return only the best top_n")
     model: str | None = Field(None, max_length=64, description="serve this model (wins)")
     experiment: str | None = Field(None, max_length=64, description="route by this experiment")
     user_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
@@ -110,9 +118,13 @@ class ReloadRequest(BaseModel):
 
     model_config = ConfigDict(**REQUEST_CONFIG, json_schema_extra=_one_source)
 
-    bundle_path: str | None = Field(None, description="default: the model's configured path")
-    model: str | None = Field(None, description="the model to replace (default: the default)")
-    models_file: str | None = Field(None, description="a models file to serve whole")
+    bundle_path: str | None = Field(
+        None, min_length=1, description="default: the model's configured path"
+    )
+    model: str | None = Field(
+        None, min_length=1, description="the model to replace (default: the default)"
+    )
+    models_file: str | None = Field(None, min_length=1, description="a models file to serve whole")
 
 
 class ErrorDetail(BaseModel):

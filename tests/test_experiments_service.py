@@ -126,7 +126,7 @@ def test_an_explicit_model_wins_over_the_experiment(server, spec, example):
                                "experiment": None, "variant": None}  # fmt: skip
     for field, value in (("model", "nope"), ("experiment", "nope")):
         refused = httpx.post(f"{server.url}/v1/rank", json={**example, field: value})
-        assert refused.status_code == 422
+        assert refused.status_code == 404
         assert refused.json()["detail"][0]["field"] == field
 
 
