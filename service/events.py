@@ -24,7 +24,7 @@ from contract.served_log import EventRecord
 from service import metrics
 from service.lru import LRU
 from service.rejections import Rejected, from_validation_errors, parse_json
-from service.schemas import ITEM_ID, REQUEST_CONFIG, WholeNumber
+from service.schemas import ITEM_ID, REQUEST_CONFIG, Count
 
 # Label values: "" outside an experiment (Prometheus reads it as no label); "unknown" for
 # an event whose request id the service does not know.
@@ -37,7 +37,7 @@ class Event(BaseModel):
     type: Literal["impression", "click", "add_to_cart", "purchase"]
     request_id: str = Field(min_length=1, max_length=128)
     item_id: str = ITEM_ID
-    position: WholeNumber = Field(ge=0, description="0-based rank at which the item was shown")
+    position: Count = Field(description="0-based rank at which the item was shown")
     timestamp: float = Field(ge=0, description="unix seconds")
 
 

@@ -26,8 +26,10 @@ def _whole(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-# JSON Schema counts 3.0 as an integer (the OpenAPI document says "integer"); strict ints not.
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
+# Ints that also take 3.0: JSON Schema counts it as an integer (the OpenAPI document says
+# "integer"), strict pydantic ints do not.
+Count = Annotated[int, Field(ge=0), BeforeValidator(_whole)]
+PositiveCount = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
 
 
 class Query(BaseModel):
@@ -76,7 +78,7 @@ class RankRequest(BaseModel):
     items: Annotated[list[Item], AfterValidator(check_item_list)] = Field(
         min_length=1, description="the candidates, each id once"
     )
-    top_n: WholeNumber | None = Field(None, ge=1, description="return only the best top_n")
+    top_n: PositiveCount | None = Field(None, description="return only the best top_n")
     model: str | None = Field(None, max_length=64, description="serve this model (wins)")
     experiment: str | None = Field(None, max_length=64, description="route by this experiment")
     user_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
