@@ -411,7 +411,7 @@ def test_models_health_readiness_and_docs(server, small_bundle):
     ]
     assert models["max_items"] == 1000
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "embedding_store": "ok"}
     assert httpx.get(f"{url}/docs").status_code == 200
     spec = httpx.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]
