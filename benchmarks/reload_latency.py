@@ -1,6 +1,6 @@
 """P99 of /v1/rank calls that overlap a bundle reload against the calls that do not.
 
-A real service (`python -m service`, service/process.py) serves the bundle; `--callers`
+A real service (`python -m service`, loadtest/service_process.py) serves the bundle; `--callers`
 threads send the example request back to back over keep-alive connections for `--seconds`,
 while the main thread posts /admin/reload every `--every` seconds (the same bundle: a full
 load, validation and warm-up each time). A call overlaps a reload when its [start, end]
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from service.process import ServiceProcess
 
+from loadtest.service_process import ServiceProcess
 from training.results import write_results
 
 TOKEN = "bench-reload"

@@ -24,8 +24,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from service.process import ServiceProcess
-
+from loadtest.service_process import ServiceProcess
 from training.results import write_results
 
 TOKEN = "bench-bounds"

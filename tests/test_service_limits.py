@@ -13,7 +13,9 @@ import uuid
 
 import httpx
 import pytest
-from service.process import ServiceProcess, metric_delta
+
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 
 MAX_BODY = 200_000
 REQUEST_TIMEOUT_S = 1.0

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from service.process import ServiceProcess
+
+from loadtest.service_process import ServiceProcess
 
 pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
 TOKEN = "test-openapi-admin"

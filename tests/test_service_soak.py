@@ -16,7 +16,8 @@ import uuid
 import httpx
 import psutil
 import pytest
-from service.process import ServiceProcess
+
+from loadtest.service_process import ServiceProcess
 
 SOAK_S = float(os.environ.get("MOERANK_SOAK_S", "75"))
 RSS_GROWTH_MB = 64

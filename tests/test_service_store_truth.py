@@ -10,9 +10,10 @@ import uuid
 import httpx
 import pytest
 import redis
-from service.process import ServiceProcess, metric_delta
 
 from contract.embeddings import load_embedding_store
+from loadtest.server_metrics import metric_delta
+from loadtest.service_process import ServiceProcess
 
 
 @pytest.fixture
