@@ -157,10 +157,12 @@ def test_shutdown_abandons_queued_titles_instead_of_encoding_them_all(
            "MOERANK_MAX_COLD_CHARS": "1000000"}  # fmt: skip
     titled = [it for it in example["items"] if it.get("title")]
     calls, per_call = 5, 1000  # ~5,000 encodes: seconds of CPU even on a fast machine
-    bodies = [
-        fresh_ids({**example, "items": [titled[k % len(titled)] for k in range(per_call)]})
-        for _ in range(calls)
-    ]
+    bodies = [  # titles unique too: a title encoded once is not queued again (title cache)
+        fresh_ids({**example, "items": [
+            {**titled[k % len(titled)], "title": f"{titled[k % len(titled)]['title']} {c}-{k}"}
+            for k in range(per_call)]})
+        for c in range(calls)
+    ]  # fmt: skip
     service = ServiceProcess(env).start()
     try:
         for body in bodies:
