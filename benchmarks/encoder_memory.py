@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.results import write_results
+from training.results import cpu_model, write_results
 
 
 def title(rng: random.Random, chars: int) -> str:
@@ -77,11 +77,7 @@ def main() -> None:
         )  # fmt: skip
         rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), "unknown",
-    )  # fmt: skip
-    print(write_results("encoder_memory", rows, {"cpu_model": cpu, "title_chars": 2048}))
+    print(write_results("encoder_memory", rows, {"cpu_model": cpu_model(), "title_chars": 2048}))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from pipelines.online_round import (  # noqa: E402
     run_round,
     simulated_shoppers,
 )
+from training.results import cpu_model  # noqa: E402
 
 ARMS = {"random": "random", "control": "dnn", "best": "mmoe_10"}  # variant -> model
 
@@ -150,11 +150,7 @@ def orderings(result: dict, offline: dict[str, dict]) -> dict:
 
 
 def machine() -> dict:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    return {"cpu": cpu, "cpu_count": os.cpu_count()}
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count()}
 
 
 def commit() -> str:

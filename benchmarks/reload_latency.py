@@ -26,16 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.service_process import ServiceProcess
-from training.results import write_results
+from training.results import cpu_model, write_results
 
 TOKEN = "bench-reload"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def caller(port: int, body: bytes, stop: threading.Event, calls: list) -> None:

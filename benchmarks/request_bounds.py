@@ -25,16 +25,9 @@ import uuid
 from pathlib import Path
 
 from loadtest.service_process import ServiceProcess
-from training.results import write_results
+from training.results import cpu_model, write_results
 
 TOKEN = "bench-bounds"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def post(url: str, body: bytes) -> tuple[int, float]:
