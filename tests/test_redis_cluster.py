@@ -154,13 +154,15 @@ def test_a_master_killed_mid_run_degrades_answers_until_its_replica_takes_over(
 
     assert {status for _, status, _ in calls.records} == {200}, "a request failed"
     flagged = [a for a in calls.answers("killed") if a["degraded"]["embedding_store"] != "ok"]
-    # Every item of a flagged answer ranks with its title's vector, never a zero vector: the
-    # first such call encodes the 20 titles, later ones find them in the in-process title cache.
+    # Every item of a flagged answer ranks with its title's vector, never a zero vector. The 20
+    # titles are encoded once in the whole run, by the first call the store failed (after the
+    # kill, or a lookup before the cluster client had learnt the slot map); the in-process
+    # title cache serves every later one.
     assert flagged and all(
         (a["degraded"]["missing_embeddings"], a["degraded"]["deferred_encodes"]) == (0, 0)
         for a in flagged
     )
-    assert max(a["degraded"]["online_encodes"] for a in flagged) == 20
+    assert sum(a["degraded"]["online_encodes"] for _, _, a in calls.records) == 20
     assert all(ok(a) for a in calls.answers("failed over"))
     assert metric_delta(before, after, "moerank_redis_errors_total", error="connection") >= 1
     assert cluster.master_of(item_key(PREFIX, encoder_id, body["items"][0]["id"])) != victim
