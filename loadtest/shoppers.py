@@ -6,17 +6,12 @@ user model. The shopper sends the query and candidates to /v1/rank, looks at the
 items it gets back in the order it gets them, and clicks, adds to cart and buys by the
 generator's cascade: P(click) = (1 + position) ** -eta * sigmoid(true utility of the item for
 this query, scenario and platform), then atc and purchase given the click
-(`training.data.simulator.behaviour.cascade`). Every shown item is an impression. A better ranking
+(`contract.user_model.cascade`). Every shown item is an impression. A better ranking
 puts more attractive items where shoppers look, so online CTR measures the ranker, and the
 expected CTR of the shown lists (the mean of P(click), no sampling noise) is known exactly.
 
-Why loadtest imports training.data here (the one exception to "loadtest -> contract +
-HTTP"): the issue asks for the generator's model, not a second one, and its two modules
-used here, `training.data.simulator.behaviour` (the probabilities and the cascade) and
-`training.data.simulator.ground_truth` (the true parameters read back from ground_truth.json), are
-numpy-only: importing them loads no torch (tests/test_shoppers.py asserts it). Moving the
-functions to a shared package instead would split the generator's user model from the
-generator that documents it.
+The user model is contract/user_model.py, the one the generator draws its labels from, read
+back from ground_truth.json (numpy only: loadtest needs neither torch nor training).
 
 The shopper of session s is user `shopper-<s>`: a returning user repeats the same query
 over the same candidates, and an experiment keyed on user_id keeps them in one variant.
@@ -34,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from contract import schema
+from contract.user_model import UTILITY_FEATURES, Behaviour, Rows, behaviour_from, cascade
 from loadtest.traffic import Log, read_log
-from training.data.simulator.behaviour import UTILITY_FEATURES, Behaviour, Rows, cascade
-from training.data.simulator.ground_truth import behaviour_from
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")  # the cascade's stages, as /v1/events names
 # Counted per variant: requests answered, impressions, the three stages drawn, and the

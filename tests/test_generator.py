@@ -17,10 +17,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from contract import schema
+from contract.user_model import UTILITY_FEATURES
 from training.data.generate import field_docs, main
 from training.data.simulator import generator as gen
 from training.data.simulator import vocabulary as vocab
-from training.data.simulator.behaviour import UTILITY_FEATURES, solve_intercept
+from training.data.simulator.behaviour import solve_intercept
 from training.data.simulator.generator import GeneratorConfig, generate
 
 RATE_MULTIPLIER = 4.0

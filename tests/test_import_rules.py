@@ -5,8 +5,8 @@ import in it (function-level ones included), against the rules below.
     training  -> contract
     export    -> training, contract (and the service's text encoder and store URLs: ALLOWED)
     service   -> contract; never torch
-    loadtest  -> contract; it speaks HTTP and reads data files with its own readers (and
-                 the simulator's user model for simulated shoppers, see ALLOWED)
+    loadtest  -> contract; it speaks HTTP and reads data files with its own readers (the
+                 simulated shoppers act by contract/user_model.py, the generator's own)
     pipelines -> training, export, loadtest, contract (orchestration spanning stages; the
                  service only over HTTP)
     infra     -> contract, loadtest (a local Redis Cluster, HAProxy and replicas for tests and
@@ -46,14 +46,6 @@ ALLOWED = {
     "stored vectors are the ones the service would compute",
     ("export", "service.redis_url"): "embed_items writes the service's store: it reads the "
     "store's URL (a server or a Redis Cluster) with the code the service reads it with",
-    **dict.fromkeys(
-        [
-            ("loadtest", "training.data.simulator.behaviour"),
-            ("loadtest", "training.data.simulator.ground_truth"),
-        ],
-        "the simulated shoppers act by the generator's own user model (numpy only), read "
-        "back from ground_truth.json: one model, where a copy would drift from the data",
-    ),
 }
 
 

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contract.user_model import behaviour_from, probabilities, scores
 from loadtest.shoppers import Answer, rank_body, read_world, shop
-from training.data.simulator.behaviour import probabilities, scores
 from training.data.simulator.generator import GeneratorConfig, generate
-from training.data.simulator.ground_truth import behaviour_from
 
 
 @pytest.fixture(scope="module")

@@ -87,8 +87,8 @@ at the default rates has ~40 US purchases; use `rate_multiplier` for denser labe
 Code map
 --------
 categories.py (tree selection), vocabulary.py (words, synonyms), catalog.py (items),
-sessions.py (queries, lists, features), behaviour.py (true weights, probabilities,
-calibration), tables.py (Arrow schemas), ground_truth.py (the JSON), generate.py (CLI).
+sessions.py (queries, lists, features), behaviour.py (drawing the true weights, calibration;
+the probabilities and the cascade are contract/user_model.py), tables.py (Arrow schemas), ground_truth.py (the JSON), generate.py (CLI).
 
 Knobs
 -----
@@ -116,13 +116,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from training.data.simulator.behaviour import (
-    UTILITY_FEATURES,
-    Behaviour,
-    calibrate,
-    cascade,
-    draw_behaviour,
-)
+from contract.user_model import UTILITY_FEATURES, Behaviour, cascade
+from training.data.simulator.behaviour import calibrate, draw_behaviour
 from training.data.simulator.catalog import STATIC_FEATURES, build_catalog
 from training.data.simulator.categories import (
     NON_PRODUCT_TOP_CATEGORIES,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.data.simulator.behaviour import UTILITY_FEATURES, Behaviour
+from contract.user_model import UTILITY_FEATURES, Behaviour
 from training.data.simulator.categories import CategoryTree
 from training.data.simulator.sessions import Chunk, World
 
@@ -157,42 +157,3 @@ def ground_truth(
         "top_categories": tops,
         "sub_categories": subs,
     }
-
-
-def behaviour_from(truth: dict) -> tuple[Behaviour, dict[str, dict[str, int]]]:
-    """The calibrated user model back from ground_truth.json, and the index of every name it
-    uses: {"sub_category": {id: k}, "scenario": {name: s}, "platform": {name: p}}.
-
-    The inverse of `ground_truth` up to its 6-decimal rounding of weights: what lets a
-    simulated shopper act on a list exactly as the generator's shoppers did.
-    """
-
-    def matrix(rows) -> np.ndarray:
-        return np.array([[row[f] for f in UTILITY_FEATURES] for row in rows])
-
-    tops, subs = truth["top_categories"], truth["sub_categories"]
-    scenarios, platforms = truth["scenarios"], truth["platform_click_weight_delta"]
-    behaviour = Behaviour(
-        top_weights=matrix(t["click_weights"] for t in tops.values()),
-        dominant=np.array([UTILITY_FEATURES.index(t["dominant_feature"]) for t in tops.values()]),
-        sub_weights=matrix(s["click_weights"] for s in subs.values()),
-        scenario_deltas=matrix(s["click_weight_delta"] for s in scenarios.values()),
-        platform_deltas=matrix(platforms.values()),
-        conversion_weights=matrix([truth["conversion_weights"]])[0],
-        # Logs written before the rho knob had one conversion vector for both stages.
-        purchase_weights=matrix([truth.get("purchase_weights", truth["conversion_weights"])])[0],
-        feature_mean=matrix([truth["standardisation"]["mean"]])[0],
-        feature_std=matrix([truth["standardisation"]["std"]])[0],
-        click_relevance=np.array(truth["relevance_click_effect"], dtype=float),
-        conversion_relevance=np.array(truth["relevance_conversion_effect"], dtype=float),
-        eta=float(truth["position_bias"]["eta"]),
-        intercepts=np.array(
-            [[s["intercepts"][k] for k in ("click", "atc", "purchase")] for s in scenarios.values()]
-        ),
-    )
-    index = {
-        "sub_category": {name: k for k, name in enumerate(subs)},
-        "scenario": {name: s for s, name in enumerate(scenarios)},
-        "platform": {name: p for p, name in enumerate(platforms)},
-    }
-    return behaviour, index

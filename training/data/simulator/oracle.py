@@ -4,7 +4,7 @@
 is not part of the dataset contract: no model may read it. Its columns:
 
 - `p_click`, `p_atc_given_click`, `p_purchase_given_atc`: the true cascade probabilities
-  (`behaviour.probabilities`), position bias included: the Bayes scores;
+  (`contract.user_model.probabilities`), position bias included: the Bayes scores;
 - `examination`: (1 + position) ** -eta, the position-only factor of P(click);
 - `click_blind`: P(click | examined) with each sub-category's true click weights, the best
   any position-blind model can do;
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from training.data.simulator.behaviour import (
+from contract.user_model import (
     Behaviour,
     Rows,
     click_given_examined,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.user_model import Rows
 from training.data.simulator import vocabulary as vocab
-from training.data.simulator.behaviour import Rows
 from training.data.simulator.catalog import Catalog
 
 SAME, SIBLING, OTHER = 0, 1, 2  # where a listed item comes from, relative to the query
