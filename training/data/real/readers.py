@@ -148,27 +148,68 @@ class ColumnMapping:
         }
         return {target: source for target, source in roles.items() if source is not None}
 
+    def text_sources(self) -> list[str]:
+        """Id and text columns, read as text whatever they look like: "00123" keeps its zeros.
+        (Categorical codes are read as written: `as_text` prints a float-read 3.0 as "3".)"""
+        text = (self.group, self.query, self.item_id, self.item_text)
+        return list(dict.fromkeys(c for c in text if c is not None))
+
     def source_columns(self) -> list[str]:
         """Every source column the mapping reads, each once, in mapping order."""
         wanted = [*self.contract_sources().values(), *self.feature_columns]
         return list(dict.fromkeys(wanted))
 
 
-def read_ranking_table(path: str | Path, mapping: ColumnMapping) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet file into the contract's columns.
+@dataclass(frozen=True)
+class TableFormat:
+    """How a table file is written. The defaults read a UTF-8 CSV whose kind and compression
+    the suffix tells; only an empty field is missing ("NA", "null", "None" stay text, unlike
+    pandas' defaults, so a product called "NA" or a query "null" is kept)."""
+
+    format: str | None = None  # csv, tsv, parquet or jsonl; None: from the suffix
+    encoding: str = "utf-8"
+    separator: str | None = None  # None: "," for csv, a tab for tsv
+    compression: str = "infer"  # or none, gzip, bz2, xz, zip (one file inside), zstd
+    na_values: tuple[str, ...] = ("",)
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in TABLE_FORMATS:
+            raise ValueError(f"format must be one of {TABLE_FORMATS}, got {self.format!r}")
+        object.__setattr__(self, "na_values", tuple(self.na_values))
+
+
+TABLE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+
+
+def read_ranking_table(
+    path: str | Path, mapping: ColumnMapping, table_format: TableFormat = TableFormat()
+) -> pd.DataFrame:
+    """Read a CSV/TSV (optionally compressed), JSON-lines or Parquet file into the contract's
+    columns.
 
     describe: fills every contract column the mapping names (session_id, query_text, item_id
     and at least one label always); cannot: whatever the mapping leaves out.
     """
+    return to_contract(read_source(path, mapping, table_format), mapping)
+
+
+def read_source(
+    path: str | Path, mapping: ColumnMapping, table_format: TableFormat = TableFormat()
+) -> pd.DataFrame:
+    """The mapping's source columns of one file, as written (ids and texts as strings)."""
     path = Path(path)
-    available = _header(path)
+    available = table_columns(path, table_format)
     wanted = mapping.source_columns()
     missing = [column for column in wanted if column not in available]
     if missing:
         raise ValueError(
             f"{path.name} lacks the mapped columns {missing}; it has {sorted(available)}"
         )
-    source = _read(path, wanted)
+    return _read(path, wanted, mapping.text_sources(), table_format)
+
+
+def to_contract(source: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
+    """Source columns (as `read_source` returns them) -> the contract's, checked and typed."""
     frame = pd.DataFrame(
         {target: source[column] for target, column in mapping.contract_sources().items()},
         index=source.index,
@@ -246,7 +287,9 @@ def _check_cascade(frame: pd.DataFrame) -> None:
             )
 
 
-def _kind(path: Path) -> str:
+def _kind(path: Path, table_format: TableFormat) -> str:
+    if table_format.format is not None:
+        return table_format.format
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
         suffixes = suffixes[:-1]
@@ -255,25 +298,67 @@ def _kind(path: Path) -> str:
         return "parquet"
     if last in _CSV_SUFFIXES:
         return "tsv" if last == ".tsv" else "csv"
+    if last == ".jsonl":
+        return "jsonl"
     raise ValueError(
-        f"cannot read {path.name}: expected .csv/.tsv (optionally .gz/.xz/.bz2/.zip/.zst) "
-        "or .parquet"
+        f"cannot read {path.name}: expected .csv/.tsv/.jsonl (optionally .gz/.xz/.bz2/.zip/"
+        ".zst) or .parquet, or a format named"
     )
 
 
-def _header(path: Path) -> list[str]:
+def table_columns(path: Path, table_format: TableFormat = TableFormat()) -> list[str]:
+    """The column names of a table file, read from its header (or schema) alone."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
-    kind = _kind(path)
+    kind = _kind(path, table_format)
     if kind == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
-    return list(pd.read_csv(path, sep="\t" if kind == "tsv" else ",", nrows=0).columns)
+    if kind == "jsonl":
+        return list(_read_jsonl(path, table_format, nrows=1).columns)
+    return list(_read_csv(path, kind, table_format, nrows=0).columns)
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
-    kind = _kind(path)
+def _read(
+    path: Path, columns: list[str], text: list[str], table_format: TableFormat
+) -> pd.DataFrame:
+    kind = _kind(path, table_format)
     if kind == "parquet":
         return pd.read_parquet(path, columns=columns)
-    return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", usecols=columns)
+    if kind == "jsonl":
+        return _read_jsonl(path, table_format)[columns]
+    return _read_csv(path, kind, table_format, usecols=columns, dtype=dict.fromkeys(text, str))
+
+
+def _read_csv(path: Path, kind: str, table_format: TableFormat, **options) -> pd.DataFrame:
+    separator = table_format.separator or ("\t" if kind == "tsv" else ",")
+    compression = None if table_format.compression == "none" else table_format.compression
+    try:
+        return pd.read_csv(
+            path,
+            sep=separator,
+            encoding=table_format.encoding,
+            compression=compression,
+            keep_default_na=False,
+            na_values=list(table_format.na_values),
+            **options,
+        )
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path.name} is not {table_format.encoding} text ({error.reason} at byte "
+            f'{error.start}); set the file\'s encoding, e.g. encoding = "latin-1"'
+        ) from None
+
+
+def _read_jsonl(path: Path, table_format: TableFormat, nrows: int | None = None) -> pd.DataFrame:
+    compression = None if table_format.compression == "none" else table_format.compression
+    return pd.read_json(
+        path,
+        lines=True,
+        encoding=table_format.encoding,
+        compression=compression,
+        nrows=nrows,
+        dtype=False,
+    )
