@@ -13,6 +13,7 @@ from training.trainer import TrainConfig
 def tiny(monkeypatch, tmp_path, small_log_dir):
     tiny_size = common.Size(
         data=None,
+        log_name="tiny",
         seeds=(0,),
         hidden=(16, 8),
         train=TrainConfig(epochs=1, lr=3e-3, batch_size=1024),
@@ -83,7 +84,7 @@ def test_every_model_gets_the_same_tuning_budget():
 def test_tuning_picks_the_trial_with_the_best_validation_auc(tiny, small_log, monkeypatch):
     grid = common.Tuning(lrs=(1e-5, 3e-3))
     monkeypatch.setitem(common.SIZES, "tiny", replace(common.SIZES["tiny"], tuning=grid))
-    runs, record = common.tuned_runs(small_log, "tiny", "dnn", (0, 1))
+    runs, record = common.tuned_runs(small_log, common.SIZES["tiny"], "dnn", (0, 1))
     assert len(runs) == 2 and len(record["trials"]) == 2
     best = max(record["trials"], key=lambda t: t["valid_session_auc"])
     assert record["chosen"]["lr"] == best["lr"]

@@ -125,13 +125,13 @@ def test_table3_writes_overall_and_per_scenario_rows(monkeypatch, tmp_path):
     from dataclasses import replace
 
     from training.data.simulator.generator import GeneratorConfig
-    from training.experiments import hmoe, mlpr
+    from training.experiments import common, hmoe
 
     data = GeneratorConfig(impressions=20_000, max_sub_categories=20, rate_multiplier=6.0,
                            calibration_sessions=300, show_progress=False)  # fmt: skip
-    tiny = replace(mlpr.MLPR_SIZES["small"], data=data, seeds=(0,),
+    tiny = replace(common.MULTITASK_SIZES["small"], data=data, seeds=(0,),
                    train=TrainConfig(epochs=1, lr=3e-3, batch_size=512))  # fmt: skip
-    monkeypatch.setitem(mlpr.MLPR_SIZES, "tiny", tiny)
+    monkeypatch.setitem(common.MULTITASK_SIZES, "tiny", tiny)
     monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
     hmoe.table3("tiny", tmp_path / "artifacts")
     record = json.loads((tmp_path / "hmoe_table3.json").read_text())

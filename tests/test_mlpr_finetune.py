@@ -88,14 +88,14 @@ def test_table3_seeds_run_apart_end_in_one_table(monkeypatch, tmp_path):
     """Two processes' worth of --seeds (one after the other here) give one Table 3 with both
     seeds and every setting: the real encoder, tuned for two steps on a tiny log."""
     from training.data.simulator.generator import GeneratorConfig
-    from training.experiments import mlpr
+    from training.experiments import common, mlpr
     from training.trainer import TrainConfig
 
     data = GeneratorConfig(impressions=4_000, max_sub_categories=8, rate_multiplier=6.0,
                            calibration_sessions=200, show_progress=False)  # fmt: skip
-    tiny = replace(mlpr.MLPR_SIZES["small"], data=data, hidden=(16, 8), finetune_steps=2,
+    tiny = replace(common.MULTITASK_SIZES["small"], data=data, hidden=(16, 8), finetune_steps=2,
                    train=TrainConfig(epochs=1, lr=3e-3, batch_size=512))  # fmt: skip
-    monkeypatch.setitem(mlpr.MLPR_SIZES, "tiny", tiny)
+    monkeypatch.setitem(common.MULTITASK_SIZES, "tiny", tiny)
     monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
     torch.set_num_threads(1)
     for seed in ("0", "1"):

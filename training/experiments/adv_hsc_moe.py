@@ -93,7 +93,7 @@ def table2(
     runs, tuning = {}, {}
     extra = {"size": size, "task": task, "paper": PAPER_TABLE2}
     for name in models:
-        runs[name], tuning[name] = tuned_runs(prepared, size, name, seeds, run_dir=run_dir)
+        runs[name], tuning[name] = tuned_runs(prepared, SIZES[size], name, seeds, run_dir=run_dir)
         for seed, (model, metrics) in zip(seeds, runs[name]):
             row = {"model": name, "seed": seed, **metrics["test"]}
             row.update(best_epoch=metrics["best_epoch"], epochs_run=metrics["epochs_run"])
@@ -220,13 +220,18 @@ def sweep(prepared, size: str, options: dict) -> list:
     """Adv & HSC-MoE with `options` over the sweep seeds, for the sweep epochs."""
     sweep_size = SIZES[size]
     return run_seeds(
-        prepared, size, "adv_hsc_moe", sweep_size.sweep_seeds, options, sweep_size.sweep_epochs
+        prepared,
+        sweep_size,
+        "adv_hsc_moe",
+        sweep_size.sweep_seeds,
+        options,
+        sweep_size.sweep_epochs,
     )
 
 
 def table5(size: str, artifacts: Path) -> None:
     """Gate inputs (N=10, K=4, D=1, λ1=λ2=1e-2 as in the paper's Table 5)."""
-    prepared = prepare_size(size, artifacts, text=True)
+    prepared = prepare_size(SIZES[size], artifacts, text=True)
     rows = []
     for label, inputs in GATE_INPUTS.items():
         options = {
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     only = set(args.only)
     needs_table2 = only & {"table2", "figure5", "figure6"}
     for number, task in enumerate(args.tasks if needs_table2 else ()):
-        prepared = prepare_size(args.size, args.artifacts, task=task)
+        prepared = prepare_size(SIZES[args.size], args.artifacts, task=task)
         run_dir = args.artifacts / "runs" / f"adv_hsc_moe_table2_{task}-{args.size}"
         runs = table2(
             prepared, args.size, task, run_dir, tuple(args.models), args.seeds,
@@ -330,8 +335,10 @@ def main(argv: list[str] | None = None) -> None:
         if number == 0 and "figure5" in only and "dnn" in runs:
             figure5(prepared, runs, args.size)
         if number == 0 and "figure6" in only:
-            figure6(prepared, runs, args.size, data_dir(args.size, args.artifacts, task))
-    prepared = prepare_size(args.size, args.artifacts) if only & {"figure7", "table6"} else None
+            figure6(prepared, runs, args.size, data_dir(SIZES[args.size], args.artifacts, task))
+    prepared = (
+        prepare_size(SIZES[args.size], args.artifacts) if only & {"figure7", "table6"} else None
+    )
     if "table5" in only:
         table5(args.size, args.artifacts)
     if "figure7" in only:

@@ -1,5 +1,8 @@
-"""What every experiment shares: sizes (small for CI, full for the committed results), data,
-and one loop that trains a list of recipes over seeds."""
+"""The one experiment runner every paper's experiment uses: sizes (small for CI, full for the
+committed results; the category log's in SIZES, the denser multi-task log's in
+MULTITASK_SIZES), the generated log of a size, the loops that train a recipe over seeds
+(tuned on validation or not), and the shared CLI options. Per-group figures come from
+training.metrics.breakdown."""
 
 from __future__ import annotations
 
@@ -40,15 +43,25 @@ class Tuning:
 @dataclass(frozen=True)
 class Size:
     data: GeneratorConfig
+    log_name: str  # the generated log: artifacts/data/searchlog-<log_name> (sizes may share one)
     seeds: tuple[int, ...]
     hidden: tuple[int, ...]
     train: TrainConfig
-    sweep_seeds: tuple[int, ...]  # seeds for the hyper-parameter sweeps
-    sweep_epochs: int  # epochs of each sweep run (Tables 5-6, Figure 7)
+    sweep_seeds: tuple[int, ...] = (0,)  # seeds for the hyper-parameter sweeps
+    sweep_epochs: int = 0  # epochs of each sweep run (Tables 5-6, Figure 7)
     tuning: Tuning = Tuning()
     purchase_rate_multiplier: float = 4.0  # the purchase log's label rates (enough purchases)
     xgboost_baseline: bool = True  # tables carry the XGBoost ranker beside the logistic one
-    log_name: str = ""  # the generated log's name (default: the size's): sizes may share one
+    xgboost_rounds: int = 200
+    finetune_steps: int = 0  # steps of joint training with the text encoder's last layer
+    finetune_seeds: tuple[int, ...] = ()  # fine-tuning is slow: fewer seeds
+
+    def options(self, overrides: dict | None = None) -> dict:
+        """A recipe's options at this size: its towers, then the experiment's own."""
+        return {"hidden": self.hidden, **(overrides or {})}
+
+    def train_config(self, seed: int, **changes) -> TrainConfig:
+        return replace(self.train, seed=seed, **changes)
 
 
 SIZES = {
@@ -56,6 +69,7 @@ SIZES = {
         data=GeneratorConfig(
             impressions=60_000, max_sub_categories=100, items_per_sub_category=100
         ),
+        log_name="small",
         seeds=(0,),
         hidden=(64, 32),
         train=TrainConfig(epochs=8, lr=3e-3, batch_size=512, patience=2),
@@ -65,6 +79,7 @@ SIZES = {
     ),
     "full": Size(
         data=GeneratorConfig(impressions=1_000_000),
+        log_name="full",
         seeds=(0, 1, 2),
         # The paper's towers are 512 x 256; 21 Table 2 runs of those over 1M impressions take
         # ~9 h on 2 cores, so the full size uses 128 x 64 towers (same structure, N, K, D).
@@ -81,6 +96,7 @@ SIZES = {
     # steps (0.4 of the training split), early stopping with patience 2.
     "full-quick": Size(
         data=GeneratorConfig(impressions=1_000_000),
+        log_name="full",
         seeds=(0,),
         hidden=(128, 64),
         train=TrainConfig(epochs=10, lr=3e-3, batch_size=1024, patience=2, max_steps_per_epoch=400),
@@ -88,7 +104,6 @@ SIZES = {
         sweep_epochs=10,
         tuning=Tuning(lrs=(3e-3,), gate_lr_scales=(10.0,)),
         xgboost_baseline=False,  # its ~5 CPU-minutes went to the networks
-        log_name="full",
     ),
 }
 # The negative control (h = 0): the same world without category structure in the click
@@ -100,14 +115,44 @@ SIZES["full-quick-h0"] = replace(
 )
 
 
-def data_dir(size: str, artifacts: Path, task: str = "click") -> Path:
+# The mlpr and hmoe experiments' log: the same world with denser labels, so add-to-cart and
+# purchase have enough positives to rank.
+MULTITASK_SIZES = {
+    "small": Size(
+        data=replace(SIZES["small"].data, rate_multiplier=6.0, show_progress=False),
+        log_name="small-mlpr",
+        seeds=(0, 1, 2),
+        hidden=(64, 32),
+        train=TrainConfig(epochs=4, lr=3e-3, batch_size=512, patience=2),
+        finetune_steps=40,
+        finetune_seeds=(0,),
+    ),
+    "full": Size(
+        # 300k impressions (the paper had 313M): with MiniLM's 384-d query and product vectors
+        # in every input, one MLPR epoch over 800k training rows took 215 s on one core here,
+        # and the 36 runs of Tables 2 and 4 and the gate comparison ~4 h at 1M; labels are
+        # 6x denser than the adv-hsc-moe log so ATC and purchase still have thousands of
+        # positives.
+        data=replace(SIZES["full"].data, impressions=300_000, rate_multiplier=6.0),
+        log_name="full-mlpr",
+        seeds=(0, 1, 2),
+        # The paper's (512, 256, 128); half the width keeps the structure at a quarter the cost.
+        hidden=(256, 128, 64),
+        train=TrainConfig(epochs=3, lr=1e-3, batch_size=1024, patience=1),
+        xgboost_rounds=300,
+        finetune_steps=300,
+        finetune_seeds=(0, 1, 2),  # three, so Table 3 has a spread at the committed size
+    ),
+}
+
+
+def data_dir(size: Size, artifacts: Path, task: str = "click") -> Path:
     """The generated search log of this size (generated on first use). Click experiments use
-    the size's log (label rates 1x); purchase experiments a log of the same world with
-    label rates times `purchase_rate_multiplier`, so the test split has hundreds of purchases."""
-    config = SIZES[size].data
-    name = f"searchlog-{SIZES[size].log_name or size}"
+    the size's log; purchase experiments a log of the same world with label rates times
+    `purchase_rate_multiplier`, so the test split has hundreds of purchases."""
+    config, name = size.data, f"searchlog-{size.log_name}"
     if task == "purchase":
-        config = replace(config, rate_multiplier=SIZES[size].purchase_rate_multiplier)
+        config = replace(config, rate_multiplier=size.purchase_rate_multiplier)
         name += f"-x{config.rate_multiplier:g}"
     out = artifacts / "data" / name
     if not (out / "oracle.parquet").exists():
@@ -115,26 +160,29 @@ def data_dir(size: str, artifacts: Path, task: str = "click") -> Path:
     return out
 
 
-def prepare_size(size: str, artifacts: Path, text: bool = False, task: str = "click") -> Prepared:
+def prepare_size(size: Size, artifacts: Path, text: bool = False, task: str = "click") -> Prepared:
     return prepare(data_dir(size, artifacts, task), tasks=(task,), text=text)
 
 
 def run_seeds(
     prepared: Prepared,
-    size: str,
+    size: Size,
     model: str,
     seeds,
     overrides: dict | None = None,
     epochs: int | None = None,
 ) -> list[tuple[object, dict]]:
     """Train `model` once per seed (for `epochs`, default the size's); [(model, metrics)]."""
-    options = {"hidden": SIZES[size].hidden, **(overrides or {})}
-    train = SIZES[size].train
-    runs = []
-    for seed in seeds:
-        config = TrainConfig(**{**train.__dict__, "seed": seed, "epochs": epochs or train.epochs})
-        runs.append(fit(prepared, model, options, config, progress=False))
-    return runs
+    return [
+        fit(
+            prepared,
+            model,
+            size.options(overrides),
+            size.train_config(seed, epochs=epochs or size.train.epochs),
+            progress=False,
+        )
+        for seed in seeds
+    ]
 
 
 def is_gated(model: str) -> bool:
@@ -145,7 +193,7 @@ def is_gated(model: str) -> bool:
 
 def tuned_runs(
     prepared: Prepared,
-    size: str,
+    size: Size,
     model: str,
     seeds,
     overrides: dict | None = None,
@@ -155,17 +203,16 @@ def tuned_runs(
     seeds with the chosen trial; returns ([(model, metrics)] per seed, tuning record).
     With run_dir, each run writes train_log.jsonl, model.pt and metrics.json into
     run_dir/<model>/lr<lr>[-gate<scale>]-seed<seed>/."""
-    size_spec = SIZES[size]
-    options = {"hidden": size_spec.hidden, **(overrides or {})}
+    options = size.options(overrides)
 
     def run(trial: dict, seed: int):
         model_options = {**options, **{k: v for k, v in trial.items() if k != "lr"}}
-        config = replace(size_spec.train, seed=seed, lr=trial["lr"])
+        config = size.train_config(seed, lr=trial["lr"])
         label = "-".join(f"{k.split('_')[0]}{v:g}" for k, v in trial.items())
         out = run_dir / model / f"{label}-seed{seed}" if run_dir else None
         return fit(prepared, model, model_options, config, out, progress=False)
 
-    trials = size_spec.tuning.trials(is_gated(model))
+    trials = size.tuning.trials(is_gated(model))
     first = [run(trial, seeds[0]) for trial in trials]
     scores = [metrics["valid_session_auc"] for _, metrics in first]
     best = int(np.argmax(scores))

@@ -36,7 +36,7 @@ VARIANTS = {
 
 
 def study(size: str, artifacts, steps: int, epochs: int) -> list[dict]:
-    prepared = prepare_size(size, artifacts)
+    prepared = prepare_size(SIZES[size], artifacts)
     oracle = (
         oracle_metrics(prepared.data_dir, prepared.test_frame, "click")
         if has_oracle(prepared.data_dir)
@@ -45,9 +45,7 @@ def study(size: str, artifacts, steps: int, epochs: int) -> list[dict]:
     train = replace(SIZES[size].train, epochs=epochs, max_steps_per_epoch=steps, patience=epochs)
     rows = []
     for name, (recipe, options) in VARIANTS.items():
-        model, metrics = fit(
-            prepared, recipe, {"hidden": SIZES[size].hidden, **options}, train, progress=False
-        )
+        model, metrics = fit(prepared, recipe, SIZES[size].options(options), train, progress=False)
         auc = metrics["test"]["session_auc"]
         row = {
             "variant": name,

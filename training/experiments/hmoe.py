@@ -10,16 +10,15 @@ so purchases number in the thousands at full size; ranking is by pCTR x pCVR.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from contract import schema
-from training.experiments.common import experiment_args, mean_std
-from training.experiments.mlpr import MLPR_SIZES, data_dir
+from training.experiments.common import MULTITASK_SIZES, data_dir, experiment_args, mean_std
 from training.fitting import fit, prepare
-from training.metrics import global_auc, ndcg_at_k, session_auc
+from training.metrics import breakdown, per_session_ndcg
 from training.results import write_results
 from training.trainer import predict
 
@@ -31,33 +30,36 @@ PAPER_TABLE3 = {"base_dnn": (0.6396, 0.4331), "immoe": (0.6608, 0.4594), "hdnn":
                 "hmoe_no_stopgrad": (0.6596, 0.4611), "hmoe": (0.6650, 0.4632)}  # fmt: skip
 
 
-def figures(labels: np.ndarray, scores: np.ndarray, sessions: np.ndarray) -> dict[str, float]:
-    """labels, scores [n, 2] (click, purchase) -> the Table 3 figures."""
+def figures(labels: np.ndarray, scores: np.ndarray, sessions: np.ndarray, keys) -> dict:
+    """labels, scores [n, 2] (click, purchase) -> {key: the Table 3 figures} per key of `keys`."""
+    one_session = np.zeros(len(labels), np.int8)  # breakdown's per-key figure is then the AUC
+    by_metric = {
+        "ctr_gauc": breakdown(labels[:, 0], scores[:, 0], sessions, keys),
+        "ctr_ndcg_at_10": breakdown(
+            labels[:, 0], scores[:, 0], sessions, keys, partial(per_session_ndcg, k=10)
+        ),
+        "ctcvr_auc": breakdown(labels[:, 1], scores[:, 1], one_session, keys),
+    }
     return {
-        "ctr_gauc": session_auc(labels[:, 0], scores[:, 0], sessions),
-        "ctr_ndcg_at_10": ndcg_at_k(labels[:, 0], scores[:, 0], sessions, k=10),
-        "ctcvr_auc": global_auc(labels[:, 1], scores[:, 1]),
+        key: {m: by_key[key][0] for m, by_key in by_metric.items()} for key in by_metric["ctr_gauc"]
     }
 
 
 def table3(size: str, artifacts: Path) -> list[dict]:
-    prepared = prepare(data_dir(size, artifacts), tasks=TASKS, progress=False)
-    test, frame = prepared.test, prepared.test_frame
-    scenarios = frame[schema.SCENARIO].to_numpy()
-    labels = test.labels.numpy()
-    settings = MLPR_SIZES[size]
+    spec = MULTITASK_SIZES[size]
+    prepared = prepare(data_dir(spec, artifacts), tasks=TASKS, progress=False)
+    test, labels = prepared.test, prepared.test.labels.numpy()
+    scenarios = prepared.test_frame[schema.SCENARIO].to_numpy().astype(str)
     rows = []
-    for seed in settings.seeds:
+    for seed in spec.seeds:
         for name in MODELS:
-            config = replace(settings.train, seed=seed)
-            model, _ = fit(prepared, name, {"tasks": TASKS}, config, progress=False)
+            model, _ = fit(
+                prepared, name, {"tasks": TASKS}, spec.train_config(seed), progress=False
+            )
             scores = predict(model, test)
-            rows.append({"model": name, "seed": seed, "scenario": "all",
-                         **figures(labels, scores, test.sessions)})  # fmt: skip
-            for scenario in sorted(set(scenarios)):
-                mask = scenarios == scenario
-                rows.append({"model": name, "seed": seed, "scenario": str(scenario),
-                             **figures(labels[mask], scores[mask], test.sessions[mask])})  # fmt: skip
+            for keys in (np.full(len(labels), "all"), scenarios):
+                for key, cells in figures(labels, scores, test.sessions, keys).items():
+                    rows.append({"model": name, "seed": seed, "scenario": key, **cells})
             print(f"  {name} seed {seed} done", flush=True)
     summary = {
         name: {m: mean_std([r[m] for r in rows if r["model"] == name and r["scenario"] == "all"])
@@ -65,7 +67,7 @@ def table3(size: str, artifacts: Path) -> list[dict]:
         for name in MODELS
     }  # fmt: skip
     write_results("hmoe_table3", rows, {"size": size, "summary": summary, "paper": PAPER_TABLE3})
-    print(f"\nTable 3 ({size}): mean ± std over seeds {settings.seeds}; paper CTR figures in []")
+    print(f"\nTable 3 ({size}): mean ± std over seeds {spec.seeds}; paper CTR figures in []")
     for name in MODELS:
         paper = PAPER_TABLE3[name]
         cells = [summary[name][m] for m in METRICS]
@@ -75,7 +77,7 @@ def table3(size: str, artifacts: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = experiment_args("hmoe", __doc__, MLPR_SIZES, argv)
+    args = experiment_args("hmoe", __doc__, MULTITASK_SIZES, argv)
     table3(args.size, args.artifacts)
 
 

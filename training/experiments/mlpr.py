@@ -9,15 +9,11 @@ positives to rank; every neural model reads the MiniLM query/product embeddings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from contract.schema import TASKS
-from training.data.simulator.generator import GeneratorConfig, generate
-from training.experiments.common import SIZES, experiment_args
+from training.experiments.common import MULTITASK_SIZES, data_dir, experiment_args
 from training.experiments.mlpr_eval import (
     lifts,
     metric_rows,
@@ -32,7 +28,6 @@ from training.experiments.mlpr_finetune import table3
 from training.fitting import Prepared, prepare
 from training.models.mlpr import QUERY_GATE
 from training.results import write_results
-from training.trainer import TrainConfig
 
 TABLE2 = ("mlp_single", "mlp_mtl", "esm2", "mmoe", "ple", "aitm", "mlpr")
 CHAIN = ("mlp_mtl", "mtl_uncertainty", "mtl_two_stage", "mtl_attention", "mlpr")
@@ -56,70 +51,24 @@ PAPER_TABLE2 = {
 }
 
 
-@dataclass(frozen=True)
-class MlprSize:
-    data: GeneratorConfig
-    seeds: tuple[int, ...]
-    hidden: tuple[int, ...]  # first-layer experts; the paper's is (512, 256, 128)
-    train: TrainConfig
-    xgboost_rounds: int
-    finetune_steps: int  # steps of joint training with the encoder's last layer
-    finetune_seeds: tuple[int, ...]  # fine-tuning is slow: fewer seeds
-
-
-MLPR_SIZES = {
-    "small": MlprSize(
-        data=replace(SIZES["small"].data, rate_multiplier=6.0, show_progress=False),
-        seeds=(0, 1, 2),
-        hidden=(64, 32),
-        train=TrainConfig(epochs=4, lr=3e-3, batch_size=512, patience=2),
-        xgboost_rounds=200,
-        finetune_steps=40,
-        finetune_seeds=(0,),
-    ),
-    "full": MlprSize(
-        # 300k impressions (the paper had 313M): with MiniLM's 384-d query and product vectors
-        # in every input, one MLPR epoch over 800k training rows took 215 s on one core here,
-        # and the 36 runs of Tables 2 and 4 and the gate comparison ~4 h at 1M; labels are
-        # 6x denser than the adv-hsc-moe log so ATC and purchase still have thousands of
-        # positives.
-        data=replace(SIZES["full"].data, impressions=300_000, rate_multiplier=6.0),
-        seeds=(0, 1, 2),
-        # The paper's (512, 256, 128); half the width keeps the structure at a quarter the cost.
-        hidden=(256, 128, 64),
-        train=TrainConfig(epochs=3, lr=1e-3, batch_size=1024, patience=1),
-        xgboost_rounds=300,
-        finetune_steps=300,
-        finetune_seeds=(0, 1, 2),  # three, so Table 3 has a spread at the committed size
-    ),
-}
 RESULTS_PREFIX = "mlpr_"
 
 
-def data_dir(size: str, artifacts: Path) -> Path:
-    out = artifacts / "data" / f"searchlog-{size}-mlpr"
-    if not (out / "ground_truth.json").exists():
-        generate(MLPR_SIZES[size].data, out)
-    return out
-
-
 def options(size: str, overrides: dict | None = None) -> dict:
-    return {"hidden": MLPR_SIZES[size].hidden, "gate_inputs": ITEM_GATE, **(overrides or {})}
-
-
-def train_config(size: str, seed: int) -> TrainConfig:
-    return replace(MLPR_SIZES[size].train, seed=seed)
+    return MULTITASK_SIZES[size].options({"gate_inputs": ITEM_GATE, **(overrides or {})})
 
 
 def run(prepared: Prepared, size: str, names, overrides: dict | None = None) -> dict:
     """{(name, seed): test scores [n, T]} for XGBoost and neural recipes over the seeds."""
     scores = {}
-    for seed in MLPR_SIZES[size].seeds:
+    for seed in MULTITASK_SIZES[size].seeds:
         for name in names:
             if name == "xgboost":
-                scores[name, seed] = xgboost_scores(prepared, seed, MLPR_SIZES[size].xgboost_rounds)
+                scores[name, seed] = xgboost_scores(
+                    prepared, seed, MULTITASK_SIZES[size].xgboost_rounds
+                )
             else:
-                config = train_config(size, seed)
+                config = MULTITASK_SIZES[size].train_config(seed)
                 scores[name, seed] = neural_scores(
                     prepared, name, TASKS, options(size, overrides), config
                 )
@@ -142,13 +91,15 @@ def table2(prepared: Prepared, size: str) -> dict:
     extra = {"size": size, "summary": summarise(rows), "lift_over_xgboost": lifts(rows),
              "paper_lift_over_xgboost": PAPER_TABLE2}  # fmt: skip
     write_results(f"{RESULTS_PREFIX}table2", rows, extra)
-    print_table(f"Table 2 ({size}): mean ± std over seeds {MLPR_SIZES[size].seeds}", rows, TASKS)
+    print_table(
+        f"Table 2 ({size}): mean ± std over seeds {MULTITASK_SIZES[size].seeds}", rows, TASKS
+    )
     return scores
 
 
 def table4(prepared: Prepared, size: str, scores: dict) -> None:
     """The ablation chain; reuses Table 2's mlp_mtl, mlpr and XGBoost runs."""
-    missing = [n for n in ("xgboost", *CHAIN) if (n, MLPR_SIZES[size].seeds[0]) not in scores]
+    missing = [n for n in ("xgboost", *CHAIN) if (n, MULTITASK_SIZES[size].seeds[0]) not in scores]
     scores = {**scores, **run(prepared, size, missing)}
     order = ("xgboost", *CHAIN)
     keys = sorted((k for k in scores if k[0] in order), key=lambda k: (order.index(k[0]), k[1]))
@@ -168,8 +119,8 @@ def gating(prepared: Prepared, size: str, scores: dict) -> None:
         runs = {k: v for k, v in scores.items() if k[0] == name and not overrides}
         if not runs:
             runs, models = {}, []
-            for seed in MLPR_SIZES[size].seeds:
-                config, opts = train_config(size, seed), options(size, overrides)
+            for seed in MULTITASK_SIZES[size].seeds:
+                config, opts = MULTITASK_SIZES[size].train_config(seed), options(size, overrides)
                 runs[name, seed], trained = neural_run(prepared, name, TASKS, opts, config)
                 models += trained
             if models[0].request_level_gate:
@@ -211,12 +162,12 @@ EXPERIMENTS = ("table2", "table4", "gating", "figure2", "table3")
 
 def main(argv: list[str] | None = None) -> None:
     args = experiment_args(
-        "mlpr", __doc__, MLPR_SIZES, argv, EXPERIMENTS,
+        "mlpr", __doc__, MULTITASK_SIZES, argv, EXPERIMENTS,
         seeds_help="Table 3's fine-tuning seeds (default: the size's), e.g. 0,1; rows of other "
         "seeds already in results/mlpr_table3.json are kept, so seeds can run as separate "
         "processes",
     )  # fmt: skip
-    only, directory = set(args.only), data_dir(args.size, args.artifacts)
+    only, directory = set(args.only), data_dir(MULTITASK_SIZES[args.size], args.artifacts)
     prepared = prepare(directory, tasks=TASKS, text=True, progress=False)
     scores: dict = {}
     if only & {"table2", "table4", "gating", "figure2"}:
@@ -228,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     if "figure2" in only:
         figure2(prepared, args.size, scores, directory)
     if "table3" in only:
-        size = MLPR_SIZES[args.size]
+        size = MULTITASK_SIZES[args.size]
         seeds = args.seeds or size.finetune_seeds
         table3(prepared, size, args.size, directory, seeds, options(args.size))
 

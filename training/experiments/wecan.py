@@ -16,15 +16,8 @@ import numpy as np
 import torch
 
 from contract import schema
-from training.experiments.common import (
-    SIZES,
-    data_dir,
-    experiment_args,
-    mean_std,
-    prepare_size,
-    run_seeds,
-)
-from training.metrics import global_auc, session_auc
+from training.experiments.common import SIZES, experiment_args, mean_std, prepare_size, run_seeds
+from training.metrics import breakdown
 from training.results import results_dir, write_results
 from training.trainer import predict
 
@@ -36,27 +29,27 @@ PAPER_TABLE4 = {"Self-train (CAN-s)": (0.7456, 0.6734), "TL-WD": (0.7460, 0.6891
 
 
 def table4(prepared, size: str) -> dict:
-    test = prepared.test
-    domains = prepared.test_frame[schema.PLATFORM].to_numpy()
+    test, spec = prepared.test, SIZES[size]
+    domains = prepared.test_frame[schema.PLATFORM].to_numpy().astype(str)
     labels = test.labels.numpy()[:, 0]
+    one_session = np.zeros(len(labels), np.int8)  # breakdown's per-key figure is then the AUC
     rows, models = [], {}
     for name in MODELS:
-        runs = run_seeds(prepared, size, name, SIZES[size].seeds)
+        runs = run_seeds(prepared, spec, name, spec.seeds)
         models[name] = runs[0][0]
-        for seed, (model, _) in zip(SIZES[size].seeds, runs):
+        for seed, (model, _) in zip(spec.seeds, runs):
             scores = predict(model, test)[:, 0]
-            for domain in ("all", *sorted(set(domains))):
-                mask = np.ones(len(labels), bool) if domain == "all" else domains == domain
-                rows.append({"model": name, "seed": seed, "domain": str(domain),
-                             "auc": global_auc(labels[mask], scores[mask]),
-                             "session_auc": session_auc(labels[mask], scores[mask],
-                                                        test.sessions[mask])})  # fmt: skip
+            for keys in (np.full(len(labels), "all"), domains):
+                auc = breakdown(labels, scores, one_session, keys)
+                gauc = breakdown(labels, scores, test.sessions, keys)
+                rows += [{"model": name, "seed": seed, "domain": domain, "auc": auc[domain][0],
+                          "session_auc": gauc[domain][0]} for domain in auc]  # fmt: skip
         print(f"  {name} done", flush=True)
     order = ["all", *sorted(set(map(str, domains)))]
     summary = {name: {d: mean_std([r["auc"] for r in rows if r["model"] == name
                                    and r["domain"] == d]) for d in order} for name in MODELS}  # fmt: skip
     write_results("wecan_table4", rows, {"size": size, "summary": summary, "paper": PAPER_TABLE4})
-    print(f"\nTable 4 ({size}): AUC by platform, mean ± std over seeds {SIZES[size].seeds}")
+    print(f"\nTable 4 ({size}): AUC by platform, mean ± std over seeds {spec.seeds}")
     for name in MODELS:
         print(f"  {name:<16} " + "  ".join(f"{d}: {summary[name][d]}" for d in order))
     return models
@@ -109,8 +102,7 @@ def plot_figure2(rows: list[dict], platforms: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = experiment_args("wecan", __doc__, SIZES, argv)
-    data_dir(args.size, args.artifacts)
-    prepared = prepare_size(args.size, args.artifacts)
+    prepared = prepare_size(SIZES[args.size], args.artifacts)
     models = table4(prepared, args.size)
     figure2(models["can"], prepared, args.size)
 
