@@ -34,6 +34,9 @@ TEXT_INPUTS = ("query_emb", "item_emb")
 REQUEST_INPUTS = ("request_cat", "query_emb")
 # scores [B, T] task probabilities, expert_index [K], expert_weight [K].
 GRAPH_OUTPUTS = ("scores", "expert_index", "expert_weight")
+# The batched graph (BatchedGraph) reads R requests at once: GRAPH_INPUTS with request-level
+# tensors of R rows, then these two (int64); its expert outputs are [R, K].
+BATCH_INPUTS = ("item_request", "request_items")
 
 
 class ManifestError(ValueError):
@@ -66,6 +69,16 @@ class Experts(_Strict):
     path: Literal["skip", "dense"]  # skip: only the K chosen experts run
 
 
+class BatchedGraph(_Strict):
+    """A second graph beside model.onnx that scores R requests in one run, each with its own
+    gate and top-K experts. Items of all requests form one [B, ...] block, each request's
+    contiguous and in request order; item_request [B] is each item's request, request_items
+    [R, L] each request's item rows padded to the longest by repeating its last row."""
+
+    file: str = "model_batched.onnx"  # relative to the bundle directory
+    inputs: tuple[str, ...]  # the graph's inputs, then BATCH_INPUTS
+
+
 class TextEncoderRef(_Strict):
     id: str
     dim: int = Field(gt=0)
@@ -92,6 +105,7 @@ class Manifest(_Strict):
     imputation: str = "a missing numeric feature takes its training mean"
     text_encoder: TextEncoderRef | None
     experts: Experts
+    batched: BatchedGraph | None = None  # absent: every request runs alone
     # The recipe the model was built from ("model_config" is pydantic's own attribute).
     recipe: dict[str, Any] = Field(alias="model_config")
     training: dict[str, Any]  # metrics measured at training time
@@ -123,6 +137,8 @@ class Manifest(_Strict):
         expected = list(GRAPH_INPUTS if self.features.text_dim else GRAPH_INPUTS[:3])
         if names != expected:
             raise ValueError(f"inputs {names}, expected {expected}")
+        if self.batched and self.batched.inputs != (*names, *BATCH_INPUTS):
+            raise ValueError(f"batched inputs {self.batched.inputs}, expected {names} + batch's")
         if tuple(self.outputs) != GRAPH_OUTPUTS:
             raise ValueError(f"outputs {list(self.outputs)}, expected {list(GRAPH_OUTPUTS)}")
         if not all(math.isfinite(f.mean) and math.isfinite(f.std) for f in spec.numeric):

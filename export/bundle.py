@@ -17,13 +17,29 @@ import onnxruntime as ort
 import torch
 
 from contract.features import FeatureSpec
-from contract.manifest import Experts, Manifest, Score, TextEncoderRef, describe_inputs
-from export.serving_graph import ServingGraph, example_inputs, export_onnx
+from contract.manifest import (
+    BATCH_INPUTS,
+    BatchedGraph,
+    Experts,
+    Manifest,
+    Score,
+    TextEncoderRef,
+    describe_inputs,
+)
+from export.serving_graph import (
+    BatchedServingGraph,
+    ServingGraph,
+    batched_example,
+    example_inputs,
+    export_onnx,
+)
 from training.checkpoint import load_checkpoint
 
 PARITY_BATCHES = (1, 7, 100, 1000)
 TORCH_TOLERANCE = 1e-4  # onnxruntime vs PyTorch eval mode, absolute
-PATHS_TOLERANCE = 1e-5  # skipping graph vs dense graph, absolute
+PATHS_TOLERANCE = 1e-5  # skipping graph vs dense graph, batched vs alone, absolute
+# Item counts of the requests the batched graph is checked on, together and each alone.
+PARITY_REQUESTS = ((1,), (7, 1, 100), (100, 3, 30, 1, 64, 100, 12, 7))
 
 
 class ParityError(RuntimeError):
@@ -65,6 +81,31 @@ def check_paths_agree(skip: Path, dense: Path, graph: ServingGraph, spec) -> flo
     return worst
 
 
+def check_batched_agrees(batched: Path, single: Path, graph: BatchedServingGraph, spec) -> float:
+    """Max |batched - alone| of scores and expert weights, and the same experts, over the
+    PARITY_REQUESTS batches (each request with its own query, so its own gate); raises
+    ParityError over tolerance."""
+    sessions = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (batched, single)
+    ]
+    single_names = graph.input_names[: -len(BATCH_INPUTS)]
+    worst = 0.0
+    for n, lengths in enumerate(PARITY_REQUESTS):
+        alone, together = batched_example(graph.model, spec, list(lengths), seed=3000 + 100 * n)
+        scores, index, weight = run_onnx(sessions[0], graph.input_names, together)
+        each = [run_onnx(sessions[1], single_names, tensors) for tensors in alone]
+        if not (index == np.stack([e[1] for e in each])).all():
+            raise ParityError(f"requests {lengths}: the batched graph chose other experts")
+        differences = (
+            np.abs(scores - np.concatenate([e[0] for e in each])).max(),
+            np.abs(weight - np.stack([e[2] for e in each])).max(),
+        )
+        worst = max(worst, *map(float, differences))
+        if not worst <= PATHS_TOLERANCE:  # NaN fails too
+            raise ParityError(f"requests {lengths}: batched and alone differ by {worst:.2e}")
+    return worst
+
+
 def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
     """(N, K): experts the gate chooses among, and how many it reports per request."""
     example = example_inputs(graph.model, spec, 2)
@@ -75,7 +116,12 @@ def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
 
 
 def manifest(
-    ckpt: dict, graph: ServingGraph, spec: FeatureSpec, parity: dict, version: str
+    ckpt: dict,
+    graph: ServingGraph,
+    spec: FeatureSpec,
+    parity: dict,
+    version: str,
+    batched: BatchedGraph | None = None,
 ) -> Manifest:
     model, config = graph.model, ckpt["config"]
     experts, top_k = _experts(graph, spec)
@@ -99,6 +145,7 @@ def manifest(
             else ("request" if model.request_level_gate else "item"),
             path="skip" if graph.skip_experts else "dense",
         ),
+        batched=batched,
         recipe=config,
         training=ckpt["metrics"],
         parity=parity,
@@ -166,6 +213,16 @@ def write_bundle(
             parity["skip_vs_dense_max_abs"] = check_paths_agree(
                 staging / "model.onnx", Path(tmp) / "dense.onnx", graph, spec
             )
+        batched = None
+        if skip_experts and model.batches_requests:
+            together = BatchedServingGraph(model)
+            batched = BatchedGraph(inputs=tuple(together.input_names))
+            export_onnx(
+                together, batched_example(model, spec, [3, 5, 2])[1], staging / batched.file
+            )
+            parity["batched_vs_alone_max_abs"] = check_batched_agrees(
+                staging / batched.file, staging / "model.onnx", together, spec
+            )
         if spec.text_dim:
             encoder = json.loads((Path(encoder_dir) / "encoder.json").read_text())
             if encoder["encoder_id"] != spec.encoder_id:
@@ -173,7 +230,7 @@ def write_bundle(
                     f"model trained with encoder {spec.encoder_id!r}, got {encoder['encoder_id']!r}"
                 )
             shutil.copytree(encoder_dir, staging / "text_encoder")
-        meta = manifest(ckpt, graph, spec, parity, version)
+        meta = manifest(ckpt, graph, spec, parity, version, batched)
         meta.write(staging)
         move_into_place(staging, out_dir)
     return meta

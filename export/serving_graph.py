@@ -3,6 +3,9 @@
 Request-level tensors have a leading 1 (one query), item-level ones a dynamic B. With a
 request-level gate and `skip_experts`, the graph computes the gate once, takes TopK, gathers
 those K experts' stacked weights and runs only them (TopK + Gather, no If/Loop nodes).
+
+BatchedServingGraph scores R requests in one run (contract.manifest.BatchedGraph): a gate per
+request, each request's K experts gathered as [R, K, ...], each item scored by its own's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contract.manifest import GRAPH_INPUTS, GRAPH_OUTPUTS, REQUEST_INPUTS
+from contract.manifest import BATCH_INPUTS, GRAPH_INPUTS, GRAPH_OUTPUTS, REQUEST_INPUTS
 
 
 class ServingGraph(nn.Module):
@@ -44,6 +47,44 @@ class ServingGraph(nn.Module):
         return scores, index, weights.index_select(0, index)
 
 
+class BatchedServingGraph(nn.Module):
+    """ServingGraph's inputs with R request rows, then item_request [B] and request_items
+    [R, L] (training.models.request_batch) -> scores [B, T], expert_index [R, K],
+    expert_weight [R, K]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not model.batches_requests:
+            raise ValueError("this model cannot score several requests with their own experts")
+        self.model = model
+        self.eval()
+        self.input_names = ServingGraph(model, skip_experts=True).input_names + list(BATCH_INPUTS)
+
+    def forward(self, *tensors):
+        out = self.model(dict(zip(self.input_names, tensors)), skip_experts=True)
+        index = out.gating.top_index
+        return torch.sigmoid(out.logits), index, out.gating.weights.gather(1, index)
+
+
+def batch_layout(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """item_request [B] and request_items [R, L] for requests of these item counts."""
+    lengths_ = torch.tensor(lengths)
+    starts = torch.cumsum(lengths_, 0) - lengths_
+    item_request = torch.repeat_interleave(torch.arange(len(lengths)), lengths_)
+    slots = torch.arange(max(lengths))[None, :].minimum(lengths_[:, None] - 1)
+    return item_request, starts[:, None] + slots
+
+
+def batched_example(
+    model: nn.Module, spec, lengths: list[int], seed: int = 0
+) -> tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]:
+    """Random requests of these item counts: (each alone in ServingGraph order, all of them
+    in BatchedServingGraph order)."""
+    alone = [example_inputs(model, spec, n, seed + i) for i, n in enumerate(lengths)]
+    together = [torch.cat(parts) for parts in zip(*alone)]
+    return alone, (*together, *batch_layout(lengths))
+
+
 def example_inputs(model: nn.Module, spec, items: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random valid inputs for one request of `items` items, in ServingGraph order."""
     g = torch.Generator().manual_seed(seed)
@@ -64,10 +105,17 @@ def example_inputs(model: nn.Module, spec, items: int, seed: int = 0) -> tuple[t
     return tuple(tensors)
 
 
-def export_onnx(graph: ServingGraph, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Write the graph with a dynamic item dimension B."""
+def export_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Write the graph with a dynamic item dimension B (and for the batched graph, dynamic
+    requests R and longest request L)."""
     batch = torch.export.Dim("items", min=1, max=100_000)
     dynamic = {name: None if name in REQUEST_INPUTS else {0: batch} for name in graph.input_names}
+    if isinstance(graph, BatchedServingGraph):
+        requests = torch.export.Dim("requests", min=1, max=10_000)
+        longest = torch.export.Dim("longest", min=1, max=100_000)
+        dynamic.update({name: {0: requests} for name in REQUEST_INPUTS})
+        dynamic["request_items"] = {0: requests, 1: longest}
+        dynamic = (tuple(dynamic[name] for name in graph.input_names),)  # forward(*tensors)
     program = torch.onnx.export(
         graph,
         example,

@@ -15,7 +15,7 @@ from onnx import numpy_helper
 
 import export.bundle
 from export.bundle import PARITY_BATCHES, ParityError, write_bundle
-from export.serving_graph import ServingGraph, example_inputs
+from export.serving_graph import ServingGraph, batched_example, example_inputs
 from training.checkpoint import save_checkpoint
 from training.models.registry import FAMILIES, build, config_for, family_of_name
 
@@ -96,6 +96,10 @@ def test_every_recipe_exports_within_the_parity_gates(name, spec, encoder_stub, 
     assert sorted(worst) == sorted(PARITY_BATCHES) and max(worst.values()) <= 1e-4
     if skippable:
         assert meta.parity["skip_vs_dense_max_abs"] <= 1e-5
+    assert (meta.batched is not None) == (skippable and model.batches_requests)
+    if meta.batched:
+        assert meta.parity["batched_vs_alone_max_abs"] <= 1e-5
+        assert (tmp_path / "bundle" / meta.batched.file).exists()
     written = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert written["name"] == name and written["version"] == "t1"
     assert [i["name"] for i in written["inputs"]] == ServingGraph(model, False).input_names
@@ -164,3 +168,31 @@ def test_the_service_loads_and_scores_an_exported_bundle(tmp_path):
     assert np.abs(scores - out.logits.sigmoid().numpy()).max() <= 1e-4
     assert sorted(index.tolist()) == sorted(out.gating.top_index[0].tolist())
     assert np.isclose(weight.sum(), 1.0, atol=1e-6)
+
+
+def test_the_batched_graph_scores_each_request_as_it_scores_alone(spec, encoder_stub, tmp_path):
+    """Requests of different lengths and different gates in one run of model_batched.onnx
+    against each run alone through model.onnx: same experts, scores within 1e-5."""
+    import onnxruntime as ort
+
+    path, model = checkpoint(tmp_path, "adv_hsc_moe", spec, seed=5)
+    meta = write_bundle(path, tmp_path / "bundle", encoder_stub, version="t")
+    assert meta.experts.path == "skip" and meta.batched is not None
+    alone_graph, together_graph = (
+        ort.InferenceSession(str(tmp_path / "bundle" / name), providers=["CPUExecutionProvider"])
+        for name in ("model.onnx", meta.batched.file)
+    )
+    lengths = [5, 100, 1, 37, 100, 2, 64]
+    alone, together = batched_example(model, spec, lengths, seed=21)
+    names = list(meta.batched.inputs)
+    scores, index, weight = together_graph.run(
+        None, {n: t.numpy() for n, t in zip(names, together)}
+    )
+    each = [
+        alone_graph.run(None, {n: t.numpy() for n, t in zip(names, tensors)}) for tensors in alone
+    ]
+    assert len({tuple(e[1]) for e in each}) > 1  # the requests chose different experts
+    assert index.tolist() == [e[1].tolist() for e in each]
+    assert np.abs(weight - np.stack([e[2] for e in each])).max() <= 1e-5
+    assert scores.shape == (sum(lengths), len(meta.tasks))
+    assert np.abs(scores - np.concatenate([e[0] for e in each])).max() <= 1e-5

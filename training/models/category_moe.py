@@ -26,6 +26,7 @@ from training.models.losses import (
     sample_disagreeing,
 )
 from training.models.protocol import Ranker, RankerOutput
+from training.models.request_batch import per_item, per_request
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class CategoryMoE(Ranker):
         """True when every item of a request gets the same experts (export can skip)."""
         return self.gate is not None and not self.gate_features.item_level
 
+    @property
+    def batches_requests(self) -> bool:
+        """Per-request top-K experts for several requests at once (_forward_requests)."""
+        return self.request_level_gate and isinstance(self.gate, NoisyTopKGate)
+
     def route(self, inputs: dict[str, torch.Tensor], item_vec: torch.Tensor) -> Gating | None:
         if self.gate is None:
             return None
@@ -134,12 +140,15 @@ class CategoryMoE(Ranker):
 
     def forward(self, inputs: dict[str, torch.Tensor], skip_experts: bool = False) -> RankerOutput:
         """skip_experts: with one request (R = 1) and a request-level gate, run only the
-        K chosen experts instead of all N (the serving path; same result)."""
+        K chosen experts instead of all N (the serving path; same result); with
+        item_request and request_items (R requests at once), each request's own K."""
         request_vec, item_vec = self.inputs(inputs)
         gating = self.route(inputs, item_vec)
         if gating is None:
             logits = self.experts(request_vec, item_vec)[:, 0]
             return RankerOutput(logits)
+        if skip_experts and "request_items" in inputs:
+            return self._forward_requests(inputs, request_vec, item_vec, gating)
         if skip_experts:
             if not self.request_level_gate or gating.weights.shape[0] != 1:
                 raise ValueError("expert skipping needs one request and a request-level gate")
@@ -152,6 +161,19 @@ class CategoryMoE(Ranker):
         return RankerOutput(
             logits, gating, self._penalties(inputs, item_vec, gating, expert_logits)
         )
+
+    def _forward_requests(self, inputs, request_vec, item_vec, gating) -> RankerOutput:
+        """Several requests at once (training.models.request_batch: item_request [B],
+        request_items [R, L]), each item scored by its own request's K chosen experts."""
+        if not self.request_level_gate:
+            raise ValueError("per-request experts need a request-level gate")
+        index, request_items = gating.top_index, inputs["request_items"]  # [R, K], [R, L]
+        chosen = self.experts.forward_requests(
+            request_vec, per_request(item_vec, request_items), index
+        )  # [R, K, L, T]
+        weights = gating.weights.gather(1, index)[:, :, None, None]
+        logits = per_item((chosen * weights).sum(1), inputs["item_request"], request_items)
+        return RankerOutput(logits, gating)
 
     def _penalties(self, inputs, item_vec, gating, expert_logits) -> dict[str, torch.Tensor]:
         config, penalties = self.config, {}

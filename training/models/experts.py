@@ -71,6 +71,28 @@ class StackedExperts(nn.Module):
             hidden = self._activate(hidden, i + 1, take)
         return hidden.transpose(0, 1)  # [B, E, out_dim]
 
+    def forward_requests(
+        self, request_vec: torch.Tensor, item_vec: torch.Tensor, expert_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Each request's own experts: request_vec [R, dr], item_vec [R, L, dx] (its items,
+        training.models.request_batch), expert_index [R, K] -> [R, K, L, out_dim]. Weights
+        are gathered as [R, K, ...], so each layer is one MatMul over the R * K experts."""
+        if type(self).activate is not StackedExperts.activate:
+            raise NotImplementedError("per-request experts run only the plain ReLU experts")
+
+        def take(p: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [R, K, ...]
+            return p[expert_index]
+
+        request_share = take(self.first_bias).unsqueeze(2)  # [R, K, 1, h]
+        if self.request_weight.shape[1]:
+            request_share = request_share + torch.matmul(
+                request_vec[:, None, None, :], take(self.request_weight)
+            )
+        hidden = torch.matmul(item_vec.unsqueeze(1), take(self.item_weight)) + request_share
+        for w, b in zip(self.weights, self.biases):
+            hidden = torch.matmul(torch.relu(hidden), take(w)) + take(b).unsqueeze(2)
+        return hidden  # ReLU between layers, none after the last (as `activate`)
+
     def _activate(self, hidden: torch.Tensor, layer: int, take) -> torch.Tensor:
         # `activate` sees [B, E, h]; the transposes are views in torch, and onnxruntime's
         # transpose optimiser cancels the pair around an element-wise activation.

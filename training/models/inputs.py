@@ -36,6 +36,8 @@ class InputBlock(nn.Module):
     [R, text_dim] and item_emb [B, text_dim] (L2-normalised encoder outputs). Text is
     projected to `text_proj` dims (0 keeps the encoder's dimension); the item vector holds
     the projected item embedding, its element-wise product with the query's and their cosine.
+    With item_request [B] (several requests in one batch, training.models.request_batch)
+    each item pairs with the query of its own request.
     """
 
     def __init__(self, spec: FeatureSpec, embedding_dim: int = 16, text_proj: int = 32):
@@ -67,7 +69,10 @@ class InputBlock(nn.Module):
         if self.has_text:
             query_emb, item_emb = inputs["query_emb"], inputs["item_emb"]
             query, product = self.query_proj(query_emb), self.item_proj(item_emb)
-            cosine = (query_emb * item_emb).sum(dim=1, keepdim=True)  # inputs are unit vectors
             request.append(query)
+            if "item_request" in inputs:  # several requests' items: each reads its own query
+                query_emb = query_emb.index_select(0, inputs["item_request"])
+                query = query.index_select(0, inputs["item_request"])
+            cosine = (query_emb * item_emb).sum(dim=1, keepdim=True)  # inputs are unit vectors
             item += [product, query * product, cosine]
         return torch.cat(request, dim=1), torch.cat(item, dim=1)

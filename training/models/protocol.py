@@ -26,6 +26,9 @@ serving one request of B items; the serving graph feeds exactly these):
 Hooks, with the defaults a family gets without writing them:
     request_level_gate: bool    True when every item of a request gets the same experts;
                                 export may then run only the K chosen ones (skip_experts).
+    batches_requests: bool      True when skip_experts also takes R requests at once (inputs
+                                item_request [B], request_items [R, L], see request_batch.py),
+                                each with its own K experts: export adds the batched graph.
     combine_task_losses(t [T])  the objective from per-task BCE; default their mean.
     parameter_groups(lr)        AdamW parameter groups; default one group, all parameters.
     score_task: str             the task the service ranks by; default the first task.
@@ -62,6 +65,7 @@ class Ranker(nn.Module):
     config: object  # the family's frozen config dataclass, with `tasks`
     inputs: nn.Module  # an InputBlock: `has_text`, `request_dim`, `item_dim`
     request_level_gate: bool = False
+    batches_requests: bool = False
 
     def forward(self, inputs: Inputs, skip_experts: bool = False) -> RankerOutput:
         """skip_experts: with R = 1 and a request-level gate, run only the chosen experts
