@@ -87,10 +87,10 @@ def to_tensors(
             raise ValueError("the feature spec has text but no text tables were given")
         data.text = text
         data.query_rows = torch.from_numpy(
-            frame[schema.QUERY_TEXT].map(text.query_index).to_numpy(np.int64)
+            frame[schema.QUERY_TEXT].map(text.query_index).to_numpy(np.int64, copy=True)
         )
         data.item_rows = torch.from_numpy(
-            frame[schema.ITEM_ID].astype(str).map(text.item_index).to_numpy(np.int64)
+            frame[schema.ITEM_ID].astype(str).map(text.item_index).to_numpy(np.int64, copy=True)
         )
     return data
 

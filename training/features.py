@@ -34,7 +34,7 @@ def build_spec(
     """Vocabularies and normalisation statistics from the training split."""
 
     def field(name: str, level: str) -> CategoricalField:
-        counts = Counter(frame[name].astype(str))
+        counts = Counter(frame[name].dropna().astype(str))  # missing: OOV, as when served
         vocab = sorted(v for v, c in counts.items() if c >= min_count)
         return CategoricalField(name, level, tuple(vocab))
 

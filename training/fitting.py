@@ -7,6 +7,7 @@ recipe on it, so experiments that compare models share one preparation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Prepared:
     test: TensorData
     test_frame: pd.DataFrame
     data_dir: Path | None = None  # where the log (and a generated log's oracle) lives
+    train_frame: pd.DataFrame | None = None  # kept for baselines that read raw columns
 
 
 def prepare(
@@ -57,6 +59,12 @@ def prepare(
     )
 
 
+DEFAULT_TEST_ON = (
+    "the test split (10% of sessions); P(first task) against the first task's labels; session "
+    "AUC over sessions with both labels, NDCG over sessions with a positive (any length)"
+)
+
+
 def test_metrics(model, data: TensorData) -> dict[str, float]:
     """The papers' figures on the first task: session AUC, NDCG@10 and NDCG (whole list)."""
     return score_metrics(data, predict(model, data)[:, 0])
@@ -79,8 +87,10 @@ def fit(
     config: TrainConfig | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
+    report: Callable[[torch.nn.Module], dict] | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train a recipe; returns the model (best validation epoch) and its test metrics.
+    """Train a recipe; returns the model (best validation epoch) and its test metrics:
+    `report(model)`'s figures, by default `test_metrics` (the first task, every session).
     With out_dir, writes train_log.jsonl, model.pt (a checkpoint) and metrics.json."""
     config = config or TrainConfig()
     seed_everything(config.seed)
@@ -95,7 +105,8 @@ def fit(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "valid_session_auc": result.best_valid_auc,
-        "test": test_metrics(model, prepared.test),
+        "test": report(model) if report else test_metrics(model, prepared.test),
+        "test_on": "a report of its own (see test)" if report else DEFAULT_TEST_ON,
         "history": [
             {
                 "epoch": r["epoch"],

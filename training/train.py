@@ -1,6 +1,16 @@
-"""Train one model on a data set: `python -m training.train --data DIR --model NAME [--set k=v]`.
+"""Train one model: `python -m training.train (--data DIR | --spec SPEC) --model NAME --out DIR`.
 
-The command line only; `prepare` and `fit` are training.fitting's.
+--data reads a generated log (impressions.parquet); --spec reads your own data as a data
+spec describes it (training/data/spec.py; check it first with `python -m training.data.check
+SPEC`). With --spec the tasks are the spec's labels, the features are the data's, text is
+used when the spec names an item text (--no-text: not), the split is by group (--valid,
+--test, or --folds K [--fold I]), and a recipe that needs what the data lacks fails before
+anything is encoded or trained (exit 2, one line per problem). OUT gets run.json (what was
+run, for `python -m training.evaluate OUT`), and model.pt + metrics.json (per fold in
+fold_<i>/ with --folds).
+
+The command line only; `prepare`/`fit` are training.fitting's, `prepare_spec`
+training.own_data's.
 """
 
 from __future__ import annotations
@@ -31,14 +41,25 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
-    parser.add_argument(
-        "--data", type=Path, required=True, help="directory with impressions.parquet"
-    )
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="directory with impressions.parquet")
+    source.add_argument("--spec", type=Path, help="a data spec (.toml) describing your data")
     parser.add_argument("--model", default="adv_hsc_moe")
     parser.add_argument("--set", action="append", default=[], help="model option key=value")
-    parser.add_argument("--text", action="store_true", help="use query/product text embeddings")
+    parser.add_argument("--text", action="store_true", help="--data: use text embeddings")
+    parser.add_argument("--no-text", action="store_true", help="--spec: ignore the item text")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--valid", type=float, default=0.1, help="--spec: share of groups")
+    parser.add_argument("--test", type=float, default=0.1, help="--spec: share of groups")
+    parser.add_argument("--folds", type=int, default=0, help="--spec: k folds by group")
+    parser.add_argument("--fold", type=int, default=None, help="--spec: train this fold only")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument(
+        "--embeddings", type=Path, default=None,
+        help="--spec: text embedding cache (default artifacts/embeddings/<spec name>)",
+    )  # fmt: skip
     parser.add_argument(
         "--stream",
         action="store_true",
@@ -51,6 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     overrides = parse_overrides(args.set)
+    if args.spec is not None:
+        from training.train_spec import train_on_spec
+
+        code = train_on_spec(args, overrides, config)
+        if code:
+            raise SystemExit(code)
+        return
     if args.stream or distributed.launched_by_torchrun():
         if args.text:
             raise SystemExit("--text is not streamed: train with text in one process")

@@ -311,6 +311,9 @@ def read_raw(spec: DataSpec) -> tuple[pd.DataFrame, ColumnMapping]:
     try:
         available = table_columns(files[0], table_format)
         mapping = spec.mapping(available)
+        stray = [column for column in spec.columns.ignore if column not in available]
+        if stray:
+            raise SpecError([f"[columns] ignore names columns {files[0].name} lacks: {stray}"])
         frames = [read_source(file, mapping, table_format) for file in files]
     except SpecError:
         raise
