@@ -227,3 +227,24 @@ def test_a_non_monotone_cascade_and_a_wrong_range_fail(tmp_path, capsys):
     assert "error: [labels.graded]: cascade [3, 2] is not increasing" in capsys.readouterr().err
     assert check.main([str(write_spec(tmp_path, text.replace("[1, 3]", "[0, 3]")))]) == 2
     assert "declared 0..3 but its lowest grade is 1" in capsys.readouterr().err
+
+
+def test_an_option_the_model_cannot_take_fails_before_training(tmp_path, capsys):
+    shop_log().to_parquet(tmp_path / "log.parquet", index=False)
+    out = tmp_path / "run"
+    assert run_train(write_spec(tmp_path, BINARY), out, "--model", "mlpr", "--set", "top_k=20") == 2
+    said = capsys.readouterr().err
+    assert "error: model 'mlpr' cannot be built on this data: need 1 <= top_k <= 8" in said
+    assert not out.exists()
+
+
+def test_a_yaml_spec_reads_like_the_toml_one(tmp_path, capsys):
+    pytest.importorskip("yaml")
+    shop_log().to_parquet(tmp_path / "log.parquet", index=False)
+    (tmp_path / "spec.yaml").write_text(
+        "source: {path: log.parquet}\n"
+        "columns: {query: search_term, item_id: product_uid, numeric: [price]}\n"
+        "labels: {click: clicked, purchase: bought}\n"
+    )
+    assert check.main([str(tmp_path / "spec.yaml")]) == 0
+    assert "numeric features (1): price" in capsys.readouterr().out

@@ -20,14 +20,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from contract.schema import QUERY_CATEGORY
 from training.data.spec import DataSpec, SpecError, load_spec, read_table
+from training.features import build_spec
 from training.fitting import Prepared, fit
+from training.models import registry
 from training.own_data import (
     GroupSplit,
     data_fields,
+    feature_columns,
     prepare_spec,
     ranking_scores,
+    request_fields,
     score_name,
 )
 from training.ranking_report import ranking_figures
@@ -69,6 +75,9 @@ def train_on_spec(args: argparse.Namespace, overrides: dict, config: TrainConfig
     recipe = fit_recipe(args.model, overrides, data_fields(spec, frame, text))
     if recipe.problems:
         return fail(recipe.problems)
+    problem = build_problem(args.model, recipe.config, spec, frame, text)
+    if problem:
+        return fail([problem])
     try:
         base = GroupSplit(args.valid, args.test, args.split_seed, args.folds, args.fold or 0)
     except ValueError as error:
@@ -106,6 +115,30 @@ def train_on_spec(args: argparse.Namespace, overrides: dict, config: TrainConfig
         (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps({"mean over folds": summary["mean"]}, indent=2))
     return 0
+
+
+def build_problem(name: str, config, spec: DataSpec, frame, text: bool) -> str | None:
+    """Build the model once on a feature map of the whole data (text of the encoder's
+    width), so an option the data cannot carry fails before minutes of encoding."""
+    from training.text_encoder import DIM
+
+    numeric, categorical = feature_columns(spec, frame)
+    probe = build_spec(
+        frame.fillna({c: 0.0 for c in numeric}),
+        numeric=tuple(numeric),
+        item_categorical=tuple(categorical),
+        request_categorical=request_fields(frame),
+        text_dim=DIM if text else 0,
+    )
+    counts = None
+    if QUERY_CATEGORY in frame.columns:
+        field = probe.request_categorical[probe.request_field(QUERY_CATEGORY)]
+        counts = torch.ones(field.cardinality, dtype=torch.long)
+    try:
+        registry.build(registry.family_of_name(name), config, probe, counts)
+    except (ValueError, RuntimeError, IndexError) as error:
+        return f"model {name!r} cannot be built on this data: {error}"
+    return None
 
 
 def _reporter(spec: DataSpec, prepared: Prepared, split: GroupSplit):
