@@ -217,23 +217,24 @@ def settle(service, timeout_s: float = 60) -> None:
 
 def warm_up(service, traffic: Traffic, sessions: list[int]) -> None:
     """Every session the benchmark uses once: its query embedding is in the LRU after."""
+    run_async(warm(service.port, traffic, sessions))
 
-    async def run() -> None:
-        client = RawClient("127.0.0.1", service.port, 4)
-        host = f"127.0.0.1:{service.port}"
-        queue = list(sessions)
 
-        async def worker() -> None:
-            while queue:
-                data = request_bytes("POST", "/v1/rank", host, traffic.next(queue.pop()).body)
-                status, body = await client.send(data)
-                if status != 200:
-                    raise RuntimeError(f"warm-up call answered {status}: {body[:300]!r}")
+async def warm(port: int, traffic: Traffic, sessions: list[int]) -> None:
+    """warm_up, on the caller's event loop."""
+    client = RawClient("127.0.0.1", port, 4)
+    host = f"127.0.0.1:{port}"
+    queue = list(sessions)
 
-        await asyncio.gather(*(worker() for _ in range(4)))
-        client.close()
+    async def worker() -> None:
+        while queue:
+            data = request_bytes("POST", "/v1/rank", host, traffic.next(queue.pop()).body)
+            status, body = await client.send(data)
+            if status != 200:
+                raise RuntimeError(f"warm-up call answered {status}: {body[:300]!r}")
 
-    run_async(run())
+    await asyncio.gather(*(worker() for _ in range(4)))
+    client.close()
 
 
 def measure(model: ModelConfig, log, args) -> list[dict]:

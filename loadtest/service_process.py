@@ -26,10 +26,12 @@ def free_port() -> int:
 
 class ServiceProcess:
     """env: MOERANK_* settings (MOERANK_PORT is chosen here). The child's output goes to a
-    file, shown when it fails to start."""
+    file, shown when it fails to start. `args`: what Python runs, `-m service` unless another
+    server (a benchmark's baseline app) that reads the same MOERANK_* settings and answers
+    /readyz."""
 
-    def __init__(self, env: dict[str, str]):
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ("-m", "service")):
+        self.port, self.args = free_port(), args
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "MOERANK_PORT": str(self.port)}
         handle, log = tempfile.mkstemp(prefix="moerank-service-", suffix=".log")
@@ -45,7 +47,7 @@ class ServiceProcess:
         """Start the process (again, on the same port) without waiting for it."""
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service"], env=self.env, stdout=out, stderr=out
+                [sys.executable, *self.args], env=self.env, stdout=out, stderr=out
             )
 
     def wait_ready(self, timeout_s: float = 180) -> ServiceProcess:

@@ -83,8 +83,16 @@ class RankingService:
         """A /v1/rank JSON body -> the answer; Rejected on bad input. `request_id`: the
         caller's (X-Request-ID), else one is made."""
         watch = Stopwatch()
-        models = self.registry.current  # this call's models to the end, even across a reload
         request = parse_json(RankRequest, body, self.context)
+        return await self.rank_request(request, request_id, watch)
+
+    async def rank_request(
+        self, request: RankRequest, request_id: str | None = None, watch: Stopwatch | None = None
+    ) -> Ranked:
+        """The pipeline after the parse, for a request validated elsewhere (a benchmark's
+        baseline app lets FastAPI parse it); `watch` started before the parse, if any."""
+        watch = watch or Stopwatch()
+        models = self.registry.current  # this call's models to the end, even across a reload
         truncated = truncate_texts(request, self.limits)
         request_id = request_id or uuid.uuid4().hex
         units = {"user_id": request.user_id, "session_id": request.session_id}
