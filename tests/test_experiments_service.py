@@ -7,6 +7,7 @@ one model or the whole file."""
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -79,22 +80,33 @@ def example(small_bundle) -> dict:
 
 
 def test_assignment_is_sticky_follows_the_contract_and_holds_the_shares(server, spec, example):
-    users = [f"shopper-{i}" for i in range(300)]
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        rounds = [
-            [client.post("/v1/rank", json={**example, "user_id": u}).json() for u in users]
-            for _ in range(2)
-        ]
-    first, second = rounds
-    assert [a["model"]["variant"] for a in first] == [a["model"]["variant"] for a in second]
-    for user, answer in zip(users, first):
+    """10,000 simulated users through HTTP (two-item requests, four callers at once); the
+    first 2,000 come back for a second round."""
+    body = {**example, "items": example["items"][:2], "top_n": 2}
+    users = [f"shopper-{i}" for i in range(10_000)]
+
+    def rank_part(part: list[str]) -> dict[str, dict]:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            return {u: client.post("/v1/rank", json={**body, "user_id": u}).json() for u in part}
+
+    def rank(batch: list[str]) -> dict[str, dict]:
+        with ThreadPoolExecutor(4) as pool:
+            parts = pool.map(rank_part, [batch[i::4] for i in range(4)])
+        return {user: answer for part in parts for user, answer in part.items()}
+
+    first = rank(users)
+    again = users[:2_000]
+    second = rank(again)
+    assert all(second[u]["model"]["variant"] == first[u]["model"]["variant"] for u in again)
+    for user, answer in first.items():
         variant = assign("ab", spec["ab"], user)
         assert answer["model"]["experiment"] == "ab"
         assert answer["model"]["variant"] == variant.name
         assert answer["model"]["version"] == VERSION[variant.model]
-    counts = Counter(a["model"]["variant"] for a in first)
+    counts = Counter(a["model"]["variant"] for a in first.values())
     assert binomtest(counts["control"], len(users), 0.5).pvalue > 0.001, counts
-    assert len({a["request_id"] for a in first + second}) == 2 * len(users)
+    answers = [*first.values(), *second.values()]
+    assert len({a["request_id"] for a in answers}) == len(answers)
 
 
 def test_without_its_unit_a_request_is_assigned_by_its_request_id(server, spec, example):

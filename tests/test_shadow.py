@@ -1,18 +1,21 @@
-"""Shadow scoring, asserted on counts: answers never wait for it (every request answered while
-the shadow work is held back), its queue is bounded (drops counted exactly), and the
+"""Shadow scoring, asserted on counts: answers never wait for it (every request answered over
+HTTP by uvicorn while the shadow work is held back), its queue is bounded (drops counted exactly), and the
 agreement measures are the ones defined."""
 
 import asyncio
 import json
 import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
+import uvicorn
 from prometheus_client import REGISTRY
 
+from loadtest.service_process import free_port
 from service.app import create_app
 from service.settings import Settings
 from service.shadow import ShadowScorer, agreement
@@ -70,9 +73,28 @@ def test_the_queue_is_bounded_and_drops_are_counted(monkeypatch):
     asyncio.run(scenario())
 
 
+@contextmanager
+def uvicorn_in_thread(app):
+    """A real uvicorn server (HTTP over TCP) in a thread of this process, so a test can hold
+    back the shadow scorer it runs."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
+                                           log_level="warning", lifespan="on"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
 def test_answers_never_wait_for_shadow_work(small_bundle, service_env, tmp_path, monkeypatch):
-    """The shadow scorer is held until every answer is in: all answered, nothing scored, the
-    queue's overflow dropped; released, the queued ones are scored."""
+    """Through uvicorn, the shadow scorer held until every answer is in: all answered, nothing
+    scored, the queue's overflow dropped; released, the queued ones are scored."""
     gate = threading.Event()
 
     async def held(self, ranked, bundle):
@@ -94,7 +116,7 @@ def test_answers_never_wait_for_shadow_work(small_bundle, service_env, tmp_path,
     scored = lambda: sample("moerank_shadow_scored_total", shadow="held", outcome="ok")  # noqa: E731
     dropped = lambda: sample("moerank_shadow_dropped_total", shadow="held")  # noqa: E731
     try:
-        with TestClient(create_app(Settings())) as client:
+        with uvicorn_in_thread(create_app(Settings())) as url, httpx.Client(base_url=url) as client:
             start_scored, start_dropped = scored(), dropped()
             statuses = [client.post("/v1/rank", json=example).status_code for _ in range(20)]
             assert statuses == [200] * 20
