@@ -106,7 +106,9 @@ def run_train(spec: Path, out: Path, *extra: str) -> int:
     return 0
 
 
-def test_graded_latin1_zip_checks_trains_and_evaluates_against_baselines(tmp_path, capsys):
+def test_graded_latin1_zip_checks_trains_and_evaluates_against_baselines(
+    tmp_path, capsys, monkeypatch
+):
     write_zip(shop_log(), tmp_path / "log.csv.zip", "latin-1")
     spec = write_spec(
         tmp_path, GRADED.format(path="log.csv.zip", encoding="latin-1", numeric='["price"]')
@@ -128,9 +130,12 @@ def test_graded_latin1_zip_checks_trains_and_evaluates_against_baselines(tmp_pat
     assert test["on"]["gain"] == "grade - 1"
 
     capsys.readouterr()
-    assert evaluate.main([str(out)]) == 0
+    monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path / "results"))
+    assert evaluate.main([str(out), "--results", "own"]) == 0
     table = capsys.readouterr().out
     result = json.loads((out / "evaluation.json").read_text())
+    record = json.loads((tmp_path / "results" / "own.json").read_text())
+    assert record["train_command"] and len(record["rows"]) == 5
     scorers = set(result["mean"])
     assert scorers == {"model (mlp_mtl)", "bm25", "cosine (zero-shot encoder)", "xgboost", "random"}
     for name in scorers:

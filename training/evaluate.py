@@ -12,6 +12,9 @@ else its score task's probability) is compared with baselines scored on the same
   text), on the graded gain or the first task;
 - random: a seeded random order (the floor).
 
+`--results NAME` also writes results/NAME.json: the mean figures per scorer ([mean, std]
+over folds), the training and evaluation commands, and the whole evaluation.
+
 Figures (training.ranking_report): NDCG@k on the graded gain (else the first task), session
 AUC per task, each saying what it was computed on; and NDCG@k per request field value (or
 list size) for every scorer. Writes OUT/evaluation.json (or --json) and prints a table:
@@ -37,6 +40,7 @@ from training.dataset import TensorData
 from training.fitting import Prepared
 from training.own_data import prepare_spec, ranking_scores, score_name
 from training.ranking_report import KS, gain_of, group_breakdown, ranking_figures
+from training.results import write_results
 from training.text_baselines import bm25, overlap_features
 from training.train_spec import RUN_FILE, fail, fold_dirs
 from training.trainer import predict
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, nargs="+", default=list(KS), help="NDCG cut-offs")
     parser.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES))
     parser.add_argument("--json", type=Path, default=None, help="default: RUN/evaluation.json")
+    parser.add_argument(
+        "--results", default=None, help="also write results/<NAME>.json (with both commands)"
+    )
     args = parser.parse_args(argv)
     run_file = args.run / RUN_FILE
     if not run_file.is_file():
@@ -92,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2, default=float))
     print_table(result, ks)
     print(f"written: {out}")
+    if args.results:
+        rows = [{"scorer": name, **figures} for name, figures in result["mean"].items()]
+        extra = {"train_command": run.get("command"), "run": run, "evaluation": result}
+        print(f"written: {write_results(args.results, rows, extra)}")
     return 0
 
 

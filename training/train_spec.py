@@ -87,6 +87,7 @@ def train_on_spec(args: argparse.Namespace, overrides: dict, config: TrainConfig
     folds = [args.fold] if args.fold is not None else list(range(args.folds))
     options = options_of(recipe.config)
     run = {
+        "command": sys.argv,
         "spec": str(args.spec.resolve()),
         "model": args.model,
         "options": options,
