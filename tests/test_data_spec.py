@@ -202,3 +202,15 @@ def test_a_latin1_file_read_as_utf8_says_to_set_the_encoding(tmp_path):
     )
     with pytest.raises(SpecError, match=r"x.csv is not utf-8 text .*encoding = \"latin-1\""):
         read_table(spec)
+
+
+def test_the_module_docstring_example_is_a_valid_spec():
+    import textwrap
+
+    from training.data import spec as spec_module
+
+    doc = spec_module.__doc__
+    example = textwrap.dedent(doc[doc.index("    [source]") : doc.index("How graded labels")])
+    spec = load_spec_text(example)
+    assert spec.source.encoding == "latin-1" and spec.labels.graded.thresholds == (2.0, 3.0)
+    assert spec.mapping().numeric_features == ("price", "rating")
