@@ -89,6 +89,7 @@ def train_on_spec(args: argparse.Namespace, overrides: dict, config: TrainConfig
     run = {
         "command": sys.argv,
         "spec": str(args.spec.resolve()),
+        "spec_text": args.spec.read_text(encoding="utf-8"),  # as it was when trained
         "model": args.model,
         "options": options,
         "adapted": list(recipe.notes),
