@@ -147,3 +147,57 @@ def test_cold_titles_per_call_are_capped(server, example):
     degraded = answer.json()["degraded"]
     assert (degraded["online_encodes"], degraded["cold_encodes_skipped"]) == (32, 68)
     assert degraded["missing_embeddings"] == 68
+
+
+@pytest.fixture(scope="module")
+def capped(service_env):
+    """A server with a small connection cap and discard bound (idle keep-alive kept 60 s)."""
+    env = {
+        **service_env,
+        "MOERANK_MAX_BODY_BYTES": str(MAX_BODY),
+        "MOERANK_MAX_CONNECTIONS": "4",
+        "MOERANK_DISCARD_BYTES": "1000000",
+        "MOERANK_KEEP_ALIVE_S": "60",
+    }
+    with ServiceProcess(env) as service:
+        yield service
+
+
+def healthz_on(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock.recv(65536)
+
+
+def test_connections_over_the_cap_are_closed_at_once_and_the_others_keep_working(capped):
+    """Cap 4: with four connections open a fifth is aborted before it holds anything, a
+    request at the cap gets uvicorn's 503 (its limit_concurrency), and below it all is well."""
+    held = [connect(capped) for _ in range(4)]
+    fifth = connect(capped)
+    with contextlib.suppress(ConnectionResetError):
+        assert read_all(fifth) == b""  # aborted before any answer
+    assert healthz_on(held[0]).startswith(b"HTTP/1.1 503 ")
+    for sock in (*held, fifth):
+        sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # the server sees the closes shortly after
+        fresh = connect(capped)
+        with contextlib.suppress(ConnectionResetError):
+            if healthz_on(fresh).startswith(b"HTTP/1.1 200 "):
+                break
+        assert time.monotonic() < deadline, "no connection accepted after the others closed"
+        time.sleep(0.1)
+
+
+def test_an_early_answered_body_is_dropped_only_up_to_the_discard_bound(capped):
+    """A 64 MB body behind a 413: the server reads and drops about 1 MB of it (the bound),
+    then closes, so the client cannot make it read the rest."""
+    sock = connect(capped)
+    size = 64_000_000
+    sock.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n" % size)  # fmt: skip
+    sent, chunk = 0, b" " * 65536
+    with pytest.raises(OSError):  # reset or broken pipe once the server has closed
+        while sent < size:
+            sent += sock.send(chunk)
+    assert sent < 16_000_000, sent  # the bound plus what the kernel buffers, not the body
+    sock.close()
