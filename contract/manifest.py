@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contract.features import OOV_INDEX, FeatureSpec
@@ -37,6 +38,17 @@ GRAPH_OUTPUTS = ("scores", "expert_index", "expert_weight")
 # The batched graph (BatchedGraph) reads R requests at once: GRAPH_INPUTS with request-level
 # tensors of R rows, then these two (int64); its expert outputs are [R, K].
 BATCH_INPUTS = ("item_request", "request_items")
+
+
+def batch_layout(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """BATCH_INPUTS for requests of these item counts, their items one block in request
+    order: item_request [B] (each item's request) and request_items [R, L] (each request's
+    item rows, padded to the longest by repeating its last row)."""
+    counts = np.asarray(lengths, np.int64)
+    starts = np.cumsum(counts) - counts
+    item_request = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    slots = np.minimum(np.arange(counts.max(), dtype=np.int64)[None, :], counts[:, None] - 1)
+    return item_request, starts[:, None] + slots
 
 
 class ManifestError(ValueError):

@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contract.manifest import BATCH_INPUTS, GRAPH_INPUTS, GRAPH_OUTPUTS, REQUEST_INPUTS
+from contract.manifest import (
+    BATCH_INPUTS,
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    REQUEST_INPUTS,
+    batch_layout,
+)
 
 
 class ServingGraph(nn.Module):
@@ -66,15 +72,6 @@ class BatchedServingGraph(nn.Module):
         return torch.sigmoid(out.logits), index, out.gating.weights.gather(1, index)
 
 
-def batch_layout(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """item_request [B] and request_items [R, L] for requests of these item counts."""
-    lengths_ = torch.tensor(lengths)
-    starts = torch.cumsum(lengths_, 0) - lengths_
-    item_request = torch.repeat_interleave(torch.arange(len(lengths)), lengths_)
-    slots = torch.arange(max(lengths))[None, :].minimum(lengths_[:, None] - 1)
-    return item_request, starts[:, None] + slots
-
-
 def batched_example(
     model: nn.Module, spec, lengths: list[int], seed: int = 0
 ) -> tuple[list[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]:
@@ -82,7 +79,8 @@ def batched_example(
     in BatchedServingGraph order)."""
     alone = [example_inputs(model, spec, n, seed + i) for i, n in enumerate(lengths)]
     together = [torch.cat(parts) for parts in zip(*alone)]
-    return alone, (*together, *batch_layout(lengths))
+    layout = (torch.from_numpy(t) for t in batch_layout(lengths))
+    return alone, (*together, *layout)
 
 
 def example_inputs(model: nn.Module, spec, items: int, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -98,7 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         the answer is sent."""
         runtime = app.state.runtime
         request_id = events.request_id_header(request.headers.get("x-request-id"))
-        ranked = await runtime.ranking.rank(await request.body(), request_id)
+        body = await request.body()
+        with runtime.ranking.batcher.expecting() as ticket:  # batches may wait for this call
+            ranked = await runtime.ranking.rank(body, request_id, ticket)
         after = BackgroundTask(runtime.after_answer, ranked)
         headers = {"x-request-id": ranked.request_id}
         return Response(ranked.body, media_type=JSON, headers=headers, background=after)

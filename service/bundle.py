@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.manifest import Manifest, ManifestError
+from contract.manifest import Manifest, ManifestError, batch_layout
 from service.text_encoder import OnnxTextEncoder
 
 
@@ -58,21 +58,11 @@ class Bundle:
         self.input_names = [i.name for i in m.inputs]
         self.top_k = m.experts.k
         self.numeric_index = {n: i for i, n in enumerate(self.numeric_names)}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path / "model.onnx"), options, providers=providers(provider)
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BundleError(f"model.onnx does not load: {exc}") from exc
-        graph_inputs = [i.name for i in self.session.get_inputs()]
-        if graph_inputs != self.input_names:
-            raise BundleError(
-                f"graph inputs {graph_inputs} differ from manifest {self.input_names}"
-            )
+        self.session = _session(self.path / "model.onnx", self.input_names, provider, threads)
+        self.batched = None  # several calls in one run (score_requests); None: each alone
+        if m.batched:
+            names = list(m.batched.inputs)
+            self.batched = _session(self.path / m.batched.file, names, provider, threads)
         self.encoder = None
         if self.text_dim:
             self.encoder = self._load_encoder(encoder_variant, threads)
@@ -107,12 +97,26 @@ class Bundle:
                 raise BundleError("scores are not probabilities")
             if index.shape != weight.shape or index.shape[0] not in (1, k):
                 raise BundleError(f"expert outputs {index.shape}/{weight.shape}, expected K={k}")
+        if self.batched is not None:
+            calls = [self.example(n) for n in (7, 1, 3)]
+            try:
+                together = self.score_requests(calls)
+            except Exception as exc:
+                raise BundleError(f"{self.manifest.batched.file} does not run: {exc}") from exc
+            for one, alone in zip(together, (self.score(*call) for call in calls)):
+                if any(
+                    a.shape != b.shape or np.abs(a - b).max() > 1e-4 for a, b in zip(one, alone)
+                ):
+                    raise BundleError("the batched graph does not score as model.onnx does")
 
     def warm_up(self, calls: int, max_items: int) -> None:
         """First runs allocate onnxruntime's buffers: do them before the first request."""
         for _ in range(calls):
             for items in sorted({1, 10, 100, max_items}):
                 self.score(*self.example(items))
+            if self.batched is not None:  # the batcher's usual shapes: 100-item calls
+                for calls in (2, 4, 8, 16):
+                    self.score_requests([self.example(100)] * calls)
             if self.encoder is not None:
                 self.encoder.encode(["warm up", "a longer product title to warm the encoder up"])
 
@@ -133,6 +137,15 @@ class Bundle:
         scores, index, weight = self.session.run(None, dict(zip(self.input_names, tensors)))
         return scores, index, weight
 
+    def score_requests(self, calls: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
+        """Several calls' inputs (each as `score` takes them) in one run of the batched graph
+        -> each call's (scores [B, T], expert_index [K], expert_weight [K]), as `score`."""
+        lengths = [call[1].shape[0] for call in calls]
+        tensors = [np.concatenate(parts) for parts in zip(*calls)]
+        feeds = dict(zip(self.manifest.batched.inputs, (*tensors, *batch_layout(lengths))))
+        scores, index, weight = self.batched.run(None, feeds)
+        return list(zip(np.split(scores, np.cumsum(lengths)[:-1]), index, weight))
+
     def describe(self) -> dict:
         m = self.manifest
         return {
@@ -149,3 +162,19 @@ class Bundle:
                 {"name": f.name, "values": len(f.lookup)} for f in self.item_fields
             ],
         }
+
+
+def _session(path: Path, inputs: list[str], provider: str, threads: int) -> ort.InferenceSession:
+    """An onnxruntime session for a graph of the bundle whose inputs must be `inputs`."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers(provider))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"{path.name} does not load: {exc}") from exc
+    graph_inputs = [i.name for i in session.get_inputs()]
+    if graph_inputs != inputs:
+        raise BundleError(f"{path.name} inputs {graph_inputs} differ from manifest {inputs}")
+    return session

@@ -67,6 +67,12 @@ QUERY_LOOKUPS = Counter(
     "Query embeddings by outcome: hit (LRU) or miss (encoded).",
     ["outcome"],
 )
+BATCH_SIZE = Histogram(
+    "moerank_batch_size",
+    "Ranking calls per run of the model (MOERANK_BATCH_WAIT_MS > 0: calls waiting together "
+    "run as one onnxruntime call; 1: the call ran alone).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+)
 EXPERT_SELECTED = Counter(
     "moerank_expert_selected_total", "Requests that ran each expert, by expert index.", ["expert"]
 )

@@ -11,7 +11,8 @@ import numpy as np
 import orjson
 
 from service import metrics
-from service.embeddings import Calls, Embeddings
+from service.batcher import Batcher, Ticket
+from service.embeddings import Embeddings
 from service.events import NONE, Served, ServedRequests
 from service.features import ModelInputs, build_inputs
 from service.models_registry import ModelRegistry, Route
@@ -71,23 +72,29 @@ class RankingService:
         self,
         registry: ModelRegistry,
         embeddings: Embeddings,
-        model_calls: Calls,
+        batcher: Batcher,
         limits: TextLimits,
         served: ServedRequests | None = None,
     ):
-        self.registry, self.embeddings, self._run_model = registry, embeddings, model_calls
+        self.registry, self.embeddings, self.batcher = registry, embeddings, batcher
         self.limits, self.context = limits, {"max_items": limits.max_items}
         self.served = served or ServedRequests(0)
 
-    async def rank(self, body: bytes, request_id: str | None = None) -> Ranked:
+    async def rank(
+        self, body: bytes, request_id: str | None = None, ticket: Ticket | None = None
+    ) -> Ranked:
         """A /v1/rank JSON body -> the answer; Rejected on bad input. `request_id`: the
-        caller's (X-Request-ID), else one is made."""
+        caller's (X-Request-ID), else one is made; `ticket`: from batcher.expecting()."""
         watch = Stopwatch()
         request = parse_json(RankRequest, body, self.context)
-        return await self.rank_request(request, request_id, watch)
+        return await self.rank_request(request, request_id, watch, ticket)
 
     async def rank_request(
-        self, request: RankRequest, request_id: str | None = None, watch: Stopwatch | None = None
+        self,
+        request: RankRequest,
+        request_id: str | None = None,
+        watch: Stopwatch | None = None,
+        ticket: Ticket | None = None,
     ) -> Ranked:
         """The pipeline after the parse, for a request validated elsewhere (a benchmark's
         baseline app lets FastAPI parse it); `watch` started before the parse, if any."""
@@ -123,7 +130,7 @@ class RankingService:
         else:
             watch.lap("embeddings")
             watch.lap("query_encode")
-        scores, expert_index, expert_weight = await self._run_model(bundle.score, *tensors)
+        scores, expert_index, expert_weight = await self.batcher.score(bundle, tensors, ticket)
         watch.lap("inference")
         scores, expert_weight = finite_scores(scores, expert_weight, degraded)
         final = scores[:, bundle.score_column]

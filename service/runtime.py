@@ -14,6 +14,7 @@ import numpy as np
 
 from contract.embeddings import load_embedding_store
 from service import metrics
+from service.batcher import Batcher
 from service.bundle import Bundle
 from service.catalog import Catalog
 from service.circuit_breaker import CircuitBreaker
@@ -152,7 +153,8 @@ class Runtime:
             QueryEmbeddings(LRU(settings.lru_queries), model_calls),
         )
         served = ServedRequests(settings.served_requests)
-        ranking = RankingService(registry, embeddings, model_calls, text_limits(settings), served)
+        batcher = Batcher(model_calls, settings.batch_wait_ms / 1000, settings.batch_max_items)
+        ranking = RankingService(registry, embeddings, batcher, text_limits(settings), served)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(watch_loop_lag())]
         if follower:

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         default_factory=lambda data: max(1, usable_cpus() // data["workers"]), ge=1
     )
     intra_op_threads: int = Field(1, ge=1)
+    # Cross-request micro-batching (service/batcher.py), for bundles with a batched graph:
+    # calls at the model wait up to batch_wait_ms for the calls still on their way there,
+    # then run as one onnxruntime call of at most batch_max_items rows (calls x the longest
+    # call's items). A call alone never waits. 0: every call runs alone.
+    batch_wait_ms: float = Field(2.0, ge=0)
+    batch_max_items: int = Field(2000, ge=1)
     encoder_variant: str = Field("int8", pattern="^(fp32|int8|fp16)$")
     # Cold items (a title, no stored vector): "background" answers with the zero vector, flags
     # it and encodes the title after the answer; "inline" encodes it before ranking (~3 ms of

@@ -122,10 +122,10 @@ def bundle_variant(original, directory, edit=None, model: bytes | None = None):
     import os
 
     directory.mkdir()
-    os.symlink(original / "text_encoder", directory / "text_encoder")
-    if model is None:
-        os.symlink(original / "model.onnx", directory / "model.onnx")
-    else:
+    for path in original.iterdir():  # the graphs and the text encoder
+        if path.name != "manifest.json" and (model is None or path.name != "model.onnx"):
+            os.symlink(path, directory / path.name)
+    if model is not None:
         (directory / "model.onnx").write_bytes(model)
     manifest = json.loads((original / "manifest.json").read_text())
     (directory / "manifest.json").write_text(json.dumps(edit(manifest) if edit else manifest))
