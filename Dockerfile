@@ -3,8 +3,10 @@
 #
 #   docker build --target cpu -t moerank:cpu .       the service on onnxruntime (CPU), default
 #   docker build --target gpu -t moerank:gpu .       the service on onnxruntime-gpu (CUDA 12)
+#   docker build --target embed -t moerank-embed .   the embeddings job (`make embed-redis`)
+#                                                    on the cpu runtime: no torch
 #   docker build --target bundle -t moerank-tools .  torch and the training code: builds the
-#                                                    bundle; runs the embeddings job and locust
+#                                                    bundle; runs locust
 #   --build-arg ARTIFACTS_FROM=local                 take ./artifacts (`make bundle`) instead of
 #                                                    building them in the bundle stage
 #
@@ -75,16 +77,39 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MOERANK_PORT', '8000'), timeout=2)"]
 CMD ["python", "-m", "service"]
 
-# ---- cpu, the default (last) target: the service, `make serve MOERANK_HOST=0.0.0.0` -----
-FROM ${PYTHON_IMAGE} AS cpu
+# ---- cpu-runtime: what the cpu service and the embeddings job share (serve extras, no torch) -
+FROM ${PYTHON_IMAGE} AS cpu-runtime
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
-LABEL org.moerank.make="serve MOERANK_HOST=0.0.0.0"
 RUN useradd --create-home --uid 10001 moerank
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY contract contract
 COPY service service
 RUN pip install ".[serve,cpu]"
+
+# ---- embed: the catalog's embeddings into Redis, `make embed-redis` (the compose stack's job) -
+# The service's own ONNX text encoder plus the catalog reader (pandas, pyarrow): no torch.
+FROM cpu-runtime AS embed
+LABEL org.moerank.make="embed-redis REDIS_URL=redis://redis:6379/0"
+RUN pip install ".[embed]"
+COPY export export
+COPY training/__init__.py training/
+COPY training/data/__init__.py training/data/catalog_file.py training/data/
+# The encoder's fp32 variant only: the one the job encodes with (its --variant default).
+COPY --from=artifacts /app/artifacts/bundles/default/text_encoder/encoder.json \
+     /app/artifacts/bundles/default/text_encoder/tokenizer.json \
+     /app/artifacts/bundles/default/text_encoder/text_encoder.onnx \
+     artifacts/bundles/default/text_encoder/
+COPY --from=artifacts /app/artifacts/data/searchlog/catalog.parquet artifacts/data/searchlog/
+USER moerank
+CMD ["python", "-m", "export.embed_items", \
+     "--catalog", "artifacts/data/searchlog/catalog.parquet", \
+     "--encoder", "artifacts/bundles/default/text_encoder", \
+     "--redis", "redis://redis:6379/0", "--prefix", "moerank"]
+
+# ---- cpu, the default (last) target: the service, `make serve MOERANK_HOST=0.0.0.0` -----
+FROM cpu-runtime AS cpu
+LABEL org.moerank.make="serve MOERANK_HOST=0.0.0.0"
 COPY --from=artifacts /app/artifacts/bundles/default artifacts/bundles/default
 COPY --from=artifacts /app/artifacts/item_embeddings.npz /app/artifacts/example_request.json \
      artifacts/

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -116,6 +117,13 @@ def instructions(stage: list[tuple[str, str]], name: str) -> list[str]:
     return [arguments for instruction, arguments in stage if instruction == name]
 
 
+def lineage(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the earlier stage it is built FROM, if any."""
+    stage = stages[name]
+    parent = instructions(stage, "FROM")[0].split()[0]
+    return (lineage(stages, parent) if parent in stages else []) + stage
+
+
 def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
     env = {}
     for arguments in instructions(stage, "ENV"):
@@ -162,6 +170,17 @@ def check_runs(argv: list[str]) -> None:
         assert importlib.util.find_spec(argv[2]) is not None, f"no module {argv[2]}"
 
 
+def extras_installed(stage: list[tuple[str, str]]) -> set[str]:
+    installs = [a for a in instructions(stage, "RUN") if "pip install" in a]
+    return {e for a in installs for e in re.findall(r"\.\[([^\]]*)\]", a)}
+
+
+def check_torch_free(stage: list[tuple[str, str]]) -> None:
+    assert not any("torch" in a for a in instructions(stage, "RUN")), "no torch at runtime"
+    bases = {a.split()[0] for a in instructions(stage, "FROM")}
+    assert not bases & {"bundle", "artifacts"}, "a runtime must not inherit the build stage"
+
+
 # ---- the tests ------------------------------------------------------------------------------
 
 
@@ -175,13 +194,9 @@ def test_dockerfile_has_the_targets(stages):
 
 @pytest.mark.parametrize("target,runtime", [("cpu", "cpu"), ("gpu", "gpu")])
 def test_service_images_hold_the_serve_extras_only_and_run_as_non_root(stages, target, runtime):
-    stage = stages[target]
-    installs = [a for a in instructions(stage, "RUN") if "pip install" in a]
-    extras = {e for a in installs for e in re.findall(r"\.\[([^\]]*)\]", a)}
-    assert extras == {f"serve,{runtime}"}
-    assert not any("torch" in a for a in instructions(stage, "RUN")), "no torch at runtime"
-    base = instructions(stage, "FROM")[0].split()[0]
-    assert base not in {"bundle", "artifacts"}, "the runtime must not inherit the build stage"
+    stage = lineage(stages, target)
+    assert extras_installed(stage) == {f"serve,{runtime}"}
+    check_torch_free(stage)
     users = instructions(stage, "USER")
     assert users and users[-1] not in {"root", "0"}
     order = [instruction for instruction, _ in stage]
@@ -190,7 +205,7 @@ def test_service_images_hold_the_serve_extras_only_and_run_as_non_root(stages, t
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
 def test_service_images_run_make_serve(stages, makefile, routes, target):
-    stage = stages[target]
+    stage = lineage(stages, target)
     env, argv = make_command(makefile, label_of(stage))
     (cmd,) = instructions(stage, "CMD")
     assert json.loads(cmd) == argv
@@ -209,6 +224,23 @@ def test_service_images_run_make_serve(stages, makefile, routes, target):
     assert match, probe
     assert match[1] == "/healthz" and match[1] in routes
     assert int(match[2]) == DEFAULT_PORT
+
+
+def test_embed_stage_runs_make_embed_redis_without_torch(stages, makefile, compose):
+    """The embeddings job's image: the cpu runtime plus the catalog reader, no torch; it is
+    the one compose's embed-items runs."""
+    stage = lineage(stages, "embed")
+    _, argv = make_command(makefile, label_of(stage))
+    (cmd,) = instructions(stage, "CMD")
+    assert json.loads(cmd) == argv
+    check_runs(argv)
+    assert extras_installed(stage) == {"serve,cpu", "embed"}
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any("torch" in d for d in extras["optional-dependencies"]["embed"])
+    check_torch_free(stage)
+    assert instructions(stage, "USER")[-1] not in {"root", "0"}
+    job = compose["services"]["embed-items"]
+    assert job["build"]["target"] == "embed" and job["command"] == argv
 
 
 def test_bundle_stage_runs_make_bundle(stages, makefile):

@@ -185,7 +185,7 @@ def test_the_job_and_the_ranker_share_redis_and_the_compose_jobs_command(objects
     assert [w.replace("redis://redis:6379/0", "URL") for w in compose_command] == [
         w.replace(env["MOERANK_REDIS_URL"], "URL") for w in command
     ]
-    assert job["image"].startswith("registry.example.com/moerank-tools:")
+    assert job["image"].startswith("registry.example.com/moerank-embed:")  # the embed target
     assert ranker_container(objects)["image"].startswith("registry.example.com/moerank:")
 
 
