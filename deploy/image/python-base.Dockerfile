@@ -9,6 +9,7 @@ ENV DEBIAN_FRONTEND=noninteractive PATH=/opt/venv/bin:$PATH \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /usr/share/doc/* /usr/share/man/* \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+    /usr/share/doc/* /usr/share/man/* \
  && python3 -m venv /opt/venv \
  && ln -s /opt/venv/bin/python /usr/local/bin/python
