@@ -22,8 +22,13 @@ LOADTEST_ARGS ?=
 
 PODMAN ?= podman
 IMAGE ?= moerank:cpu
+EMBED_IMAGE ?= moerank-embed:latest
+REDIS_IMAGE ?= localhost/moerank-redis:bookworm
+RANKER_PORT ?= 8000
+PODMAN_COMPOSE ?= $(VENV)/bin/podman-compose
 
-.PHONY: install serve test lint bundle reproduce bench embed-redis loadtest up down clean image
+.PHONY: install serve test lint bundle reproduce bench embed-redis loadtest up down clean image \
+	podman-up podman-down
 
 install: $(VENV)/.installed
 
@@ -88,6 +93,18 @@ up:
 
 down:
 	docker compose down --volumes
+
+# The same stack's Redis, embeddings job and ranker with podman-compose where no registry
+# answers (deploy/podman/compose.yml says what differs): the three images built here first.
+podman-up: bundle
+	PODMAN="$(PODMAN)" IMAGE="$(IMAGE)" EMBED_IMAGE="$(EMBED_IMAGE)" REDIS_IMAGE="$(REDIS_IMAGE)" \
+		TARGETS="cpu embed redis" deploy/image/build.sh
+	PODMAN="$(PODMAN)" PODMAN_COMPOSE="$(PODMAN_COMPOSE)" IMAGE="$(IMAGE)" \
+		EMBED_IMAGE="$(EMBED_IMAGE)" REDIS_IMAGE="$(REDIS_IMAGE)" RANKER_PORT="$(RANKER_PORT)" \
+		deploy/podman/up.sh
+
+podman-down:
+	$(PODMAN_COMPOSE) -f docker-compose.yml -f deploy/podman/compose.yml down --volumes
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 
@@ -276,3 +278,88 @@ def traffic():
     yield start
     for thread in started:
         thread.stop()
+
+
+# ---- images built with podman, once a session (tests/test_image.py, tests/test_compose.py) --
+
+MISSING_TOOLS = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
+needs_podman = pytest.mark.skipif(
+    bool(MISSING_TOOLS) or os.geteuid() != 0,
+    reason=f"needs root and {', '.join(MISSING_TOOLS) or 'podman, debootstrap'} "
+    "(apt-get install podman runc debootstrap)",
+)
+PODMAN_TAGS = {
+    "cpu": "localhost/moerank-test:cpu",
+    "embed": "localhost/moerank-test:embed",
+    "redis": "localhost/moerank-test:redis",
+}
+
+
+@pytest.fixture(scope="session")
+def image_context(small_bundle, small_log_dir, tmp_path_factory):
+    """The build context `make image` sees: the sources the images copy, and as ./artifacts
+    the small bundle and its catalog."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bundle, artifacts = small_bundle
+    context = tmp_path_factory.mktemp("context")
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
+        shutil.copy(root / name, context / name)
+    for name in ("contract", "service", "export", "deploy/image"):
+        shutil.copytree(root / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in (
+        "training/__init__.py",
+        "training/data/__init__.py",
+        "training/data/catalog_file.py",
+    ):
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, context / name)
+    shutil.copytree(bundle, context / "artifacts/bundles/default", symlinks=False)
+    for name in ("item_embeddings.npz", "example_request.json"):
+        shutil.copy(artifacts / name, context / "artifacts" / name)
+    (context / "artifacts/data/searchlog").mkdir(parents=True)
+    shutil.copy(small_log_dir / "catalog.parquet", context / "artifacts/data/searchlog")
+    return context
+
+
+def build_images(context, *targets: str) -> None:
+    """deploy/image/build.sh (what `make image` and `make podman-up` run) for these targets,
+    tagged PODMAN_TAGS; prints its report (seconds, sizes)."""
+    import subprocess
+
+    def image_id(tag: str) -> str:
+        found = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", tag],
+                               capture_output=True, text=True)  # fmt: skip
+        return found.stdout.strip()
+
+    tags = [PODMAN_TAGS[target] for target in targets]
+    before = {tag: image_id(tag) for tag in tags}
+    started = time.monotonic()
+    built = subprocess.run(
+        [str(context / "deploy/image/build.sh")],
+        env={**os.environ, "CONTEXT": str(context), "TARGETS": " ".join(targets),
+             "IMAGE": PODMAN_TAGS["cpu"], "EMBED_IMAGE": PODMAN_TAGS["embed"],
+             "REDIS_IMAGE": PODMAN_TAGS["redis"]},
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    # Each session's bundle makes new images: drop the ones these tags held before.
+    stale = [old for tag, old in before.items() if old and old != image_id(tag)]
+    if stale:
+        subprocess.run(["podman", "rmi", *stale], capture_output=True)
+    report = [line for line in built.stdout.splitlines() if line.startswith("built ")]
+    print(f"{'; '.join(report)} (this build: {time.monotonic() - started:.0f} s)")
+
+
+@pytest.fixture(scope="session")
+def cpu_image(image_context) -> str:
+    build_images(image_context, "cpu")
+    return PODMAN_TAGS["cpu"]
+
+
+@pytest.fixture(scope="session")
+def stack_images(image_context, cpu_image) -> dict[str, str]:
+    """The compose stack's images: the ranker (cpu), the embeddings job and Redis."""
+    build_images(image_context, "embed", "redis")
+    return PODMAN_TAGS

@@ -2,67 +2,36 @@
 (deploy/image/build.sh: on a Python base bootstrapped from Debian where python:3.11-slim cannot
 be pulled), holding the small test bundle; then run: ready, ranking over HTTP, as a non-root
 user, without torch. Skipped where podman or debootstrap is absent (`apt-get install podman
-runc debootstrap`, as root); podman's layer cache makes a second build take seconds."""
+runc debootstrap`, as root); podman's layer cache makes a second build take seconds. The
+build is conftest's cpu_image, shared with tests/test_compose.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
+from conftest import needs_podman
 
 from loadtest.service_process import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-MISSING = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
-pytestmark = pytest.mark.skipif(
-    bool(MISSING) or os.geteuid() != 0,
-    reason=f"needs root and {', '.join(MISSING) or 'podman, debootstrap'} "
-    "(apt-get install podman runc debootstrap)",
-)
-TAG = "localhost/moerank-test:cpu"
+pytestmark = needs_podman
 # This machine's sandbox refuses the rlimits podman asks for by default, and has no systemd
 # for the HEALTHCHECK's timer: run with lower limits and without it.
 RUN_HERE = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--no-healthcheck"]
-
-
-@pytest.fixture(scope="module")
-def image(small_bundle, tmp_path_factory):
-    """The build context: what the cpu stage copies, and the small bundle as ./artifacts."""
-    bundle, artifacts = small_bundle
-    context = tmp_path_factory.mktemp("context")
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, context / name)
-    for name in ("contract", "service", "deploy/image"):
-        shutil.copytree(ROOT / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(bundle, context / "artifacts/bundles/default", symlinks=False)
-    for name in ("item_embeddings.npz", "example_request.json"):
-        shutil.copy(artifacts / name, context / "artifacts" / name)
-    started = time.monotonic()
-    built = subprocess.run(
-        [str(context / "deploy/image/build.sh")],
-        env={**os.environ, "CONTEXT": str(context), "IMAGE": TAG},
-        capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    print(
-        f"{built.stdout.strip().splitlines()[-1]} (this test: {time.monotonic() - started:.0f} s)"
-    )
-    return TAG
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], capture_output=True, text=True, check=check)
 
 
-def test_the_image_serves_its_bundle_as_non_root_without_torch(image, small_bundle):
+@pytest.mark.timeout(1800)  # the first build of a session bootstraps the Debian base
+def test_the_image_serves_its_bundle_as_non_root_without_torch(cpu_image, small_bundle):
+    image = cpu_image
     port, name = free_port(), f"moerank-test-{uuid.uuid4().hex[:8]}"
     podman("run", "-d", "--rm", "--name", name, "--network", "host", *RUN_HERE,
            "-e", f"MOERANK_PORT={port}", "-e", "MOERANK_WARMUP_CALLS=1", image)  # fmt: skip
