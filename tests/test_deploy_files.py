@@ -243,6 +243,49 @@ def test_embed_stage_runs_make_embed_redis_without_torch(stages, makefile, compo
     assert job["build"]["target"] == "embed" and job["command"] == argv
 
 
+def local_imports(module: str, seen: set[str] | None = None) -> set[str]:
+    """The repository's modules `module` imports, transitively (its packages' __init__ too)."""
+    import ast
+
+    seen = set() if seen is None else seen
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    if module in seen or not path.exists():
+        return seen
+    seen.add(module)
+    parts = module.split(".")
+    for depth in range(1, len(parts)):
+        local_imports(".".join(parts[:depth]), seen)
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from package import module` names a module too
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in names:
+            local_imports(name, seen)
+    return seen
+
+
+def test_embed_stage_copies_what_the_job_imports(stages):
+    """The job's image holds contract/ and service/ (cpu-runtime) and copies the rest of what
+    export.embed_items imports file by file: a new import there must be copied too."""
+    stage = lineage(stages, "embed")
+    copied = [
+        source
+        for arguments in instructions(stage, "COPY")
+        if "--from=" not in arguments
+        for source in arguments.split()[:-1]
+    ]
+    for module in local_imports("export.embed_items"):
+        path = module.replace(".", "/")
+        files = [f"{path}.py", f"{path}/__init__.py"]
+        assert any(
+            any(f == source or f.startswith(source.rstrip("/") + "/") for f in files)
+            for source in copied
+        ), f"the embed stage does not copy {module} (export.embed_items imports it)"
+
+
 def test_bundle_stage_runs_make_bundle(stages, makefile):
     stage = stages["bundle"]
     _, argv = make_command(makefile, label_of(stage))
