@@ -109,6 +109,7 @@ def test_the_expected_grade_is_the_cascade_sum():
     graded = spec.labels.graded
     probs = np.array([[1.0, 1.0], [0.5, 0.25], [0.0, 0.0]])
     np.testing.assert_allclose(graded.expected_grade(probs), [3.0, 1.75, 1.0])
+    assert graded.expected_grade_weights == (1.0, (1.0, 1.0))
 
 
 def load_spec_text(text: str, folder: Path = Path(".")) -> DataSpec:

@@ -150,10 +150,17 @@ class Graded(_Strict):
             np.float32
         )
 
+    @property
+    def expected_grade_weights(self) -> tuple[float, tuple[float, ...]]:
+        """(offset, per-task weights): the expected grade is linear in the task
+        probabilities, offset + sum_k weight_k P(grade >= t_k) (what a bundle can rank by)."""
+        steps = np.diff(np.array((self.range[0], *self.thresholds)))
+        return float(self.range[0]), tuple(float(w) for w in steps)
+
     def expected_grade(self, probs: np.ndarray) -> np.ndarray:
         """[n, K] P(grade >= t_k) -> [n] range[0] + sum_k (t_k - t_{k-1}) P(grade >= t_k)."""
-        steps = np.diff(np.array((self.range[0], *self.thresholds)))
-        return self.range[0] + np.asarray(probs, np.float64) @ steps
+        offset, weights = self.expected_grade_weights
+        return offset + np.asarray(probs, np.float64) @ np.array(weights)
 
 
 class Labels(_Strict):
