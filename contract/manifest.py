@@ -4,12 +4,15 @@ validated by the service before a bundle serves.
 A bundle is a directory: model.onnx, manifest.json and, for a model that reads text, the
 text encoder's directory. The manifest says everything the service needs to turn a request
 into the graph's inputs (the feature spec, the input tensors and their columns) and how to
-read the outputs (the tasks and which one ranks).
+read the outputs (the tasks and the score that ranks).
 
-Versions: SCHEMA_VERSION 2 states the OOV rule as data (`oov_index`) and names the libraries
-that exported the graph (`software`); schema 1 wrote the rule as prose and a bare
-`torch_version`. A schema-1 manifest is migrated on read (nothing else changed, so every
-bundle exported before still serves); any other version is refused with what to do.
+Versions: SCHEMA_VERSION 3 adds the expected-grade score (`score.formula`) and the text
+encoder variant whose vectors the model was evaluated on (`text_encoder.variant`). Schema 2
+stated the OOV rule as data (`oov_index`) and named the libraries that exported the graph
+(`software`); schema 1 wrote the rule as prose and a bare `torch_version`. Schema-1 and -2
+manifests are migrated on read (their score is a task's probability and their queries were
+encoded int8 online, which stays so), so every bundle exported before still serves; any other
+version is refused with what to do.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from contract.features import OOV_INDEX, FeatureSpec
 
-SCHEMA_VERSION = 2
-MIGRATED_SCHEMAS = (1,)  # read, and upgraded to SCHEMA_VERSION on the way in
+SCHEMA_VERSION = 3
+MIGRATED_SCHEMAS = (1, 2)  # read, and upgraded to SCHEMA_VERSION on the way in
 FILE_NAME = "manifest.json"
 
 # The graph's interface: inputs in this order (the text pair only for a model that reads
@@ -69,8 +72,43 @@ class InputTensor(_Strict):
 
 
 class Score(_Strict):
-    formula: Literal["task_probability"] = "task_probability"
-    task: str  # the service ranks by this task's probability
+    """What the service ranks by.
+
+    task_probability: `task`'s probability. expected_grade: `offset + sum_k weights[k] *
+    P(tasks[k])` over a grade cascade "grade >= t_1" < ... < "grade >= t_K", with weights
+    t_k - t_{k-1} (t_0 the lowest grade, the offset): E[grade] when the thresholds are every
+    grade above the lowest (E[X] = min + sum_k P(X >= t_k) for an integer X), the score
+    graded evaluation ranks by offline (training.data.spec.Graded.expected_grade).
+    """
+
+    formula: Literal["task_probability", "expected_grade"] = "task_probability"
+    task: str | None = None
+    tasks: list[str] = Field(default_factory=list)
+    weights: list[float] = Field(default_factory=list)  # expected_grade; default all 1
+    offset: float = 0.0  # expected_grade: the lowest grade
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Score:
+        if self.formula == "task_probability" and (
+            self.task is None or self.tasks or self.weights or self.offset
+        ):
+            raise ValueError("score task_probability names one `task` and nothing else")
+        if self.formula == "expected_grade" and (self.task is not None or not self.tasks):
+            raise ValueError("score expected_grade names the cascade's `tasks` and no `task`")
+        if self.weights and len(self.weights) != len(self.tasks):
+            raise ValueError(f"score weights {self.weights} do not match tasks {self.tasks}")
+        if not all(math.isfinite(w) for w in [*self.weights, self.offset]):
+            raise ValueError("score weights and offset must be finite")
+        return self
+
+    @property
+    def reads(self) -> list[str]:
+        """The tasks whose probabilities make the score."""
+        return [self.task] if self.task is not None else list(self.tasks)
+
+    @property
+    def task_weights(self) -> list[float]:
+        return self.weights or [1.0] * len(self.reads)
 
 
 class Experts(_Strict):
@@ -91,10 +129,18 @@ class BatchedGraph(_Strict):
     inputs: tuple[str, ...]  # the graph's inputs, then BATCH_INPUTS
 
 
+EncoderVariant = Literal["fp32", "int8", "fp16"]
+
+
 class TextEncoderRef(_Strict):
     id: str
     dim: int = Field(gt=0)
     dir: str = "text_encoder"  # relative to the bundle directory
+    # The encoder variant whose vectors match what the model was trained and evaluated on
+    # (training encodes in fp32; export.embed_items stores fp32-variant vectors by default):
+    # the service encodes queries and cold titles with it, so a served score equals the
+    # offline one. Bundles before schema 3 were served int8 and keep it.
+    variant: EncoderVariant = "fp32"
 
 
 class Manifest(_Strict):
@@ -103,7 +149,7 @@ class Manifest(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     name: str
     version: str
     family: str
@@ -128,14 +174,17 @@ class Manifest(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw.get("schema_version") in MIGRATED_SCHEMAS:
-            return from_schema_1(raw)
+        if isinstance(raw, dict) and raw.get("schema_version") == 1:
+            raw = from_schema_1(raw)
+        if isinstance(raw, dict) and raw.get("schema_version") == 2:
+            raw = from_schema_2(raw)
         return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if self.score.task not in self.tasks:
-            raise ValueError(f"score task {self.score.task!r} is not one of {self.tasks}")
+        unknown = [task for task in self.score.reads if task not in self.tasks]
+        if unknown:
+            raise ValueError(f"score task {unknown[0]!r} is not one of {self.tasks}")
         encoder, spec = self.text_encoder, self.features
         if (encoder is None) != (spec.text_dim == 0) or (
             encoder and (encoder.id, encoder.dim) != (spec.encoder_id, spec.text_dim)
@@ -195,9 +244,18 @@ def from_schema_1(raw: dict) -> dict:
     """A schema-1 manifest as schema 2: its prose OOV rule was index 0 (the rule today), and
     `torch_version` becomes `software`."""
     upgraded = {k: v for k, v in raw.items() if k not in ("oov_rule", "torch_version")}
-    upgraded["schema_version"] = SCHEMA_VERSION
+    upgraded["schema_version"] = 2
     upgraded["oov_index"] = OOV_INDEX
     upgraded["software"] = {"torch": str(raw["torch_version"])} if "torch_version" in raw else {}
+    return upgraded
+
+
+def from_schema_2(raw: dict) -> dict:
+    """A schema-2 manifest as schema 3: its score was a task's probability (the default
+    formula), and its queries were encoded with the service's int8 encoder."""
+    upgraded = {**raw, "schema_version": SCHEMA_VERSION}
+    if isinstance(raw.get("text_encoder"), dict):
+        upgraded["text_encoder"] = {"variant": "int8", **raw["text_encoder"]}
     return upgraded
 
 

@@ -31,7 +31,7 @@ class ServedQuery(BaseModel):
     model_config = RECORD_CONFIG
 
     text: str
-    category: str
+    category: str | None = None  # absent for a model that reads no category
     top_category: str | None = None
     scenario: str | None = None
     platform: str | None = None

@@ -115,6 +115,40 @@ def _experts(graph: ServingGraph, spec: FeatureSpec) -> tuple[int, int]:
     return (1 if gating is None else gating.weights.shape[1]), reported
 
 
+EXPECTED_GRADE = "expected_grade"
+
+
+def ranking_score(choice: Score | str | None, tasks: list[str], model_task: str) -> Score:
+    """The manifest's score from an export option: None -> the model's own score task; a task
+    name -> its probability; "expected_grade" -> the sum over every task, the tasks being a
+    cascade over consecutive grades (contract.manifest.Score); a Score as it is."""
+    if isinstance(choice, Score):
+        return choice
+    if choice is None:
+        return Score(task=model_task)
+    if choice == EXPECTED_GRADE:
+        return Score(formula=EXPECTED_GRADE, tasks=tasks)
+    if choice not in tasks:
+        raise ValueError(f"score {choice!r}: name one of the tasks {tasks} or {EXPECTED_GRADE!r}")
+    return Score(task=choice)
+
+
+def spec_score(data_spec) -> Score:
+    """The score a data spec's labels rank by, as evaluation ranks (training.data.spec):
+    the expected grade of a graded cascade, else the first task's probability."""
+    labels = data_spec.labels
+    if labels.score != EXPECTED_GRADE:
+        return Score(task=labels.score)
+    graded = labels.graded
+    steps = np.diff(np.array((graded.range[0], *graded.thresholds), np.float64))
+    return Score(
+        formula=EXPECTED_GRADE,
+        tasks=list(graded.tasks),
+        weights=steps.tolist(),
+        offset=float(graded.range[0]),
+    )
+
+
 def manifest(
     ckpt: dict,
     graph: ServingGraph,
@@ -122,6 +156,7 @@ def manifest(
     parity: dict,
     version: str,
     batched: BatchedGraph | None = None,
+    score: Score | str | None = None,
 ) -> Manifest:
     model, config = graph.model, ckpt["config"]
     experts, top_k = _experts(graph, spec)
@@ -131,7 +166,7 @@ def manifest(
         version=version,
         family=ckpt["family"],
         tasks=tasks,
-        score=Score(task=model.score_task),
+        score=ranking_score(score or ckpt.get("score"), tasks, model.score_task),
         inputs=describe_inputs(graph.input_names, spec),
         features=spec,
         normalisation="inside the graph: z-score with each numeric feature's mean and std",
@@ -181,8 +216,12 @@ def write_bundle(
     encoder_dir: Path | None = None,
     skip_experts: bool | None = None,
     version: str | None = None,
+    score: Score | str | None = None,
 ) -> Manifest:
     """Export `checkpoint` to a bundle directory; returns the manifest.
+
+    score: what the service ranks by (`ranking_score`); default the checkpoint's `score` if
+    training recorded one, else the model's score task.
 
     skip_experts: None picks the skipping path whenever the gate is request-level and
     keeps fewer experts than there are (K < N; with K = N gathering would only copy). The
@@ -230,7 +269,7 @@ def write_bundle(
                     f"model trained with encoder {spec.encoder_id!r}, got {encoder['encoder_id']!r}"
                 )
             shutil.copytree(encoder_dir, staging / "text_encoder")
-        meta = manifest(ckpt, graph, spec, parity, version, batched)
+        meta = manifest(ckpt, graph, spec, parity, version, batched, score)
         meta.write(staging)
         move_into_place(staging, out_dir)
     return meta

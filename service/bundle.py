@@ -40,7 +40,7 @@ class Bundle:
     """What the service needs from a bundle directory; `score` runs the graph."""
 
     def __init__(
-        self, path: Path, provider: str = "auto", threads: int = 1, encoder_variant="int8"
+        self, path: Path, provider: str = "auto", threads: int = 1, encoder_variant="bundle"
     ):
         self.path = Path(path)
         try:
@@ -48,9 +48,14 @@ class Bundle:
         except ManifestError as exc:
             raise BundleError(str(exc)) from exc
         self.name, self.version, self.tasks = m.name, m.version, list(m.tasks)
-        self.score_column = self.tasks.index(m.score.task)
+        # Columns of the graph's scores summed into the ranking score (one for a task's
+        # probability; the cascade's for an expected grade, contract.manifest.Score).
+        self.score_columns = [self.tasks.index(task) for task in m.score.reads]
+        self.score_weights = np.array(m.score.task_weights, np.float32)
+        self.score_offset = np.float32(m.score.offset)
         features = m.features
         self.request_fields = [Field(f.name, f.lookup()) for f in features.request_categorical]
+        self.query_fields = [f.name for f in features.request_categorical]
         self.item_fields = [Field(f.name, f.lookup()) for f in features.item_categorical]
         self.numeric_names = [f.name for f in features.numeric]
         self.numeric_means = np.array([f.mean for f in features.numeric], np.float32)
@@ -65,6 +70,9 @@ class Bundle:
             self.batched = _session(self.path / m.batched.file, names, provider, threads)
         self.encoder = None
         if self.text_dim:
+            # "bundle": the variant the manifest names, whose vectors the model was evaluated on.
+            if encoder_variant == "bundle":
+                encoder_variant = m.text_encoder.variant
             self.encoder = self._load_encoder(encoder_variant, threads)
         self._check_outputs()
 
@@ -146,6 +154,12 @@ class Bundle:
         scores, index, weight = self.batched.run(None, feeds)
         return list(zip(np.split(scores, np.cumsum(lengths)[:-1]), index, weight))
 
+    def final_score(self, scores: np.ndarray) -> np.ndarray:
+        """[B] the ranking score from the graph's [B, T] task probabilities."""
+        if self.manifest.score.formula == "task_probability":
+            return scores[:, self.score_columns[0]]
+        return scores[:, self.score_columns] @ self.score_weights + self.score_offset
+
     def describe(self) -> dict:
         m = self.manifest
         return {
@@ -156,7 +170,7 @@ class Bundle:
             "score": m.score.model_dump(),
             "experts": m.experts.model_dump(),
             "text_encoder": m.text_encoder.model_dump() if m.text_encoder else None,
-            "query_fields": [f.name for f in self.request_fields],
+            "query_fields": self.query_fields,
             "numeric_features": [{"name": f.name, "impute": f.mean} for f in m.features.numeric],
             "categorical_features": [
                 {"name": f.name, "values": len(f.lookup)} for f in self.item_fields

@@ -26,6 +26,11 @@ class ModelInputs:
 def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     """Vocabulary lookups (OOV -> OOV_INDEX), numeric matrix with training-mean imputation.
 
+    A query attribute the model reads (category, top_category, scenario, platform) that the
+    request leaves out takes the OOV index, as an unseen value does, and is counted in
+    oov_categories; one the model does not read is ignored. So no attribute is demanded of a
+    request, and a model that reads none answers a request that has none.
+
     Unknown numeric or categorical feature names are a 422: a typo must not silently turn
     into an imputed value. Values are gathered in Python and converted to arrays once,
     because a numpy write per element costs about a microsecond and 1000 items have 11000.

@@ -133,7 +133,7 @@ class RankingService:
         scores, expert_index, expert_weight = await self.batcher.score(bundle, tensors, ticket)
         watch.lap("inference")
         scores, expert_weight = finite_scores(scores, expert_weight, degraded)
-        final = scores[:, bundle.score_column]
+        final = bundle.final_score(scores)
         order = np.argsort(-final, kind="stable")[: request.top_n]
         body = respond(
             route, request_id, request, scores, order, expert_index, expert_weight, degraded
@@ -175,7 +175,7 @@ def respond(
     """The request id, the model (and its experiment and variant), the ranked items (score,
     then per-task probabilities), experts and degradations."""
     bundle = route.bundle
-    final = scores[:, bundle.score_column]
+    final = bundle.final_score(scores)
     items = request.items
     tasks = bundle.tasks
     ranked = [

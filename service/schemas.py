@@ -36,7 +36,13 @@ class Query(BaseModel):
     model_config = REQUEST_CONFIG
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_TEXT)
-    category: str = Field(min_length=1, max_length=256, description="the query's sub-category")
+    category: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="the query's sub-category; a model that reads it (GET /v1/models: "
+        "query_fields) ranks a query without one as an unknown category (degraded)",
+    )
     top_category: str | None = Field(None, max_length=256)
     scenario: str | None = Field(None, max_length=64, description="country / storefront")
     platform: str | None = Field(None, max_length=64, description="general / high_end / budget")
@@ -149,7 +155,10 @@ class ModelRef(BaseModel):
 
 class RankedItem(BaseModel):
     id: str
-    score: float = Field(description="the ranking score: the manifest's score task")
+    score: float = Field(
+        description="the ranking score: the manifest's score (a task's probability, or the "
+        "sum of a grade cascade's probabilities)"
+    )
     scores: dict[str, float] = Field(description="probability per task")
 
 

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
     # call's items). A call alone never waits. 0: every call runs alone.
     batch_wait_ms: float = Field(2.0, ge=0)
     batch_max_items: int = Field(2000, ge=1)
-    encoder_variant: str = Field("int8", pattern="^(fp32|int8|fp16)$")
+    # "bundle": each bundle's manifest names the variant its model was evaluated on (fp32 for
+    # bundles exported since manifest schema 3, int8 before), so queries encode at the
+    # precision the stored item vectors have; fp32/int8/fp16 override it for every bundle.
+    encoder_variant: str = Field("bundle", pattern="^(bundle|fp32|int8|fp16)$")
     # Cold items (a title, no stored vector): "background" answers with the zero vector, flags
     # it and encodes the title after the answer; "inline" encodes it before ranking (~3 ms of
     # CPU per title with the int8 encoder, on the request's clock).

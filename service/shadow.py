@@ -86,7 +86,7 @@ class ShadowScorer:
             tensors += [(await query)[None, :], items]
         loop = asyncio.get_running_loop()
         scores, _, _ = await loop.run_in_executor(self._thread, bundle.score, *tensors)
-        return agreement(ranked.scores, scores[:, bundle.score_column])
+        return agreement(ranked.scores, bundle.final_score(scores))
 
     async def stop(self) -> None:
         """Shutdown: the job being scored is abandoned, and the queued ones are counted as

@@ -42,7 +42,7 @@ def test_a_schema_1_bundle_is_migrated_and_served():
 
     bundle = Bundle(SCHEMA_1_BUNDLE, provider="cpu")
     manifest = bundle.manifest
-    assert manifest.schema_version == SCHEMA_VERSION == 2
+    assert manifest.schema_version == SCHEMA_VERSION == 3
     assert manifest.oov_index == OOV_INDEX
     assert manifest.software == {"torch": raw["torch_version"]}
     assert manifest.recipe == raw["model_config"] and manifest.experts.path == "skip"
@@ -51,15 +51,15 @@ def test_a_schema_1_bundle_is_migrated_and_served():
     assert scores.shape == (5, 1) and np.isclose(weight.sum(), 1.0, atol=1e-6)
 
 
-def test_the_migrated_manifest_is_written_as_schema_2_and_reads_back_equal():
+def test_the_migrated_manifest_is_written_as_schema_3_and_reads_back_equal():
     manifest = Manifest.read(SCHEMA_1_BUNDLE)
     written = json.loads(manifest.to_json())
-    assert written["schema_version"] == 2 and "oov_rule" not in written
+    assert written["schema_version"] == 3 and "oov_rule" not in written
     assert "model_config" in written  # the JSON key; `recipe` in Python
     assert Manifest.parse(written) == manifest
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", None])
+@pytest.mark.parametrize("version", [0, 4, "1", None])
 def test_an_unknown_schema_version_is_refused_saying_what_to_do(tmp_path, version):
     directory = copy_with_manifest(tmp_path, lambda m: {**m, "schema_version": version})
     with pytest.raises(ManifestError, match=f"schema_version {version!r} is not one"):
