@@ -1,10 +1,14 @@
 """Precompute a catalog's product embeddings into the service's store, resumably.
 
-    python -m export.embed_items --catalog catalog.parquet --encoder DIR \\
+    python -m export.embed_items (--catalog catalog.parquet | --spec spec.toml) --encoder DIR \\
         (--redis redis://127.0.0.1:6379/0 --prefix moerank | --out item_embeddings.npz) \\
         [--variant fp32] [--batch 256] [--dtype float16] [--threads 2]
 
-The catalog (Parquet or CSV) needs columns item_id and item_title. Titles are encoded with the
+The catalog (Parquet or CSV) needs columns item_id and item_title; with --spec, the items are
+the rows of the data a spec describes (training.data.spec), by its item id and item text
+columns, as training read them. To serve a score equal to the offline one, keep the encoder
+variant fp32 and the stored dtype float32 (and MOERANK_EMBEDDING_DTYPE=float32): float16
+vectors move scores by ~1e-4. Titles are encoded with the
 exported ONNX encoder (`service.text_encoder.OnnxTextEncoder`, the service's own code), in
 batches of texts of similar length, and written while the next batch encodes.
 
@@ -199,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m export.embed_items", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--catalog", type=Path, required=True, help="Parquet or CSV catalog")
+    items = parser.add_mutually_exclusive_group(required=True)
+    items.add_argument("--catalog", type=Path, help="Parquet or CSV catalog")
+    items.add_argument("--spec", type=Path, help="a data spec: its item id and item text")
     parser.add_argument("--encoder", type=Path, required=True, help="text encoder directory")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
@@ -218,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sink = RedisSink(args.redis, args.prefix, encoder.encoder_id, args.dtype)
     else:
         sink = FileSink(args.out, encoder.encoder_id, encoder.dim, args.dtype)
-    stats = embed_items(args.catalog, encoder, sink, batch_size=args.batch)
+    stats = embed_items(args.catalog or args.spec, encoder, sink, batch_size=args.batch)
     print(
         f"{stats.encoded} items encoded ({stats.already_stored} of {stats.catalog_items} "
         f"already stored) in {stats.seconds:.1f} s: {stats.items_per_second:.1f} items/s"

@@ -108,3 +108,31 @@ def test_a_store_of_another_encoder_is_not_extended(encoder, tmp_path):
     FileSink(out, "other-encoder", encoder.dim, "float16").finish()  # an empty store
     with pytest.raises(ValueError, match="other-encoder"):
         FileSink(out, encoder.encoder_id, encoder.dim, "float16")
+
+
+def test_a_data_spec_names_the_item_columns(encoder, tmp_path):
+    """A shop's own file: latin-1, its own column names, one product on several rows (one per
+    query), and a row without a title; the spec says which column is which."""
+    rows = pd.DataFrame(
+        {
+            "search": ["drill", "drill", "café lamp", "lamp"],
+            "sku": ["p1", "p2", "p1", "p3"],
+            "name": ["Bosch drill", "Acme drill", "Bosch drill", ""],
+            "grade": [3, 1, 2, 2],
+        }
+    )
+    rows.to_csv(tmp_path / "judged.csv", index=False, encoding="latin-1")
+    (tmp_path / "spec.toml").write_text(
+        '[source]\npath = "judged.csv"\nencoding = "latin-1"\n\n'
+        '[columns]\nquery = "search"\nitem_id = "sku"\nitem_text = "name"\n\n'
+        '[labels.graded]\ncolumn = "grade"\nrange = [1, 3]\n'
+    )
+    out = tmp_path / "items.npz"
+    sink = FileSink(out, encoder.encoder_id, encoder.dim, "float32")
+    stats = embed_items.embed_items(tmp_path / "spec.toml", encoder, sink, progress=False)
+
+    assert (stats.catalog_items, stats.encoded) == (2, 2)  # p1 once; p3 has no title
+    store = load_embedding_store(out)
+    assert sorted(store.item_ids.tolist()) == ["p1", "p2"]
+    row = store.item_ids.tolist().index("p2")
+    assert np.abs(store.embeddings[row] - encoder.encode(["Acme drill"])[0]).max() < 1e-6
