@@ -75,6 +75,11 @@ def fit_recipe(name: str, options: dict, data: DataFields) -> RecipeFit:
             f"model {name!r} needs at least two tasks (a cascade such as click -> purchase, or "
             f"a graded label with two or more cascade thresholds); the data has {data.tasks}"
         )
+    if family == "text_match" and not data.has_text:
+        problems.append(
+            f"model {name!r} ranks by the query-item text match: name item_text in the spec "
+            "(and do not pass --no-text), or choose another model"
+        )
     if not (data.request_fields or data.has_text or data.other_inputs):
         problems.append(
             "the data gives a model no inputs: name numeric or categorical features, a "

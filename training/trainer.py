@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -29,6 +30,9 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int = 0  # 0: whole epoch
     eval_batch_size: int = 8192
+    # Weight of the listwise term (`listwise_loss`, added to the pointwise BCE); > 0 also
+    # makes batches of whole sessions, so each list is ranked against itself.
+    listwise: float = 0.0
 
 
 @dataclass
@@ -56,6 +60,35 @@ def task_objective(
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     per_task = bce.mean(0) if example_weights is None else example_weights @ bce
     return model.combine_task_losses(per_task), per_task
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor):
+    """ListNet's softmax cross-entropy within each group, per task: logits, labels [B, T],
+    groups [B] (the session of each row). For each (group, task) whose labels are not all
+    zero, -sum_i p_i log softmax(logits)_i with p the labels normalised to sum 1; the mean
+    over those pairs (0 when there are none). Only the order within a group matters."""
+    _, local = torch.unique(groups, return_inverse=True)
+    n, tasks = int(local.max()) + 1, logits.shape[1]
+    index = local[:, None].expand(-1, tasks)
+    top = torch.full((n, tasks), -torch.inf).scatter_reduce(0, index, logits, "amax")
+    top = top.detach()
+    sums = torch.zeros(n, tasks).index_add(0, local, (logits - top[local]).exp())
+    log_softmax = logits - (sums.log() + top)[local]
+    mass = torch.zeros(n, tasks).index_add(0, local, labels)
+    share = labels / mass[local].clamp_min(1e-12)
+    loss = -torch.zeros(n, tasks).index_add(0, local, share * log_softmax)
+    ranked = mass > 0
+    return loss[ranked].mean() if ranked.any() else logits.sum() * 0.0
+
+
+def epoch_order(size: int, groups: torch.Tensor | None, generator) -> torch.Tensor:
+    """A random order of the rows; with `groups`, the rows of each group kept together
+    (groups in a random order, rows within each in a random order)."""
+    rows = torch.randperm(size, generator=generator)
+    if groups is None:
+        return rows
+    rank = torch.randperm(int(groups.max()) + 1, generator=generator)
+    return rows[torch.argsort(rank[groups[rows]], stable=True)]
 
 
 @torch.no_grad()
@@ -95,7 +128,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Pointwise cross-entropy on every task (combined by `task_objective`) plus the model's
-    penalties. Keeps the weights of the best validation epoch (mean session AUC over tasks);
+    penalties, plus `config.listwise` times the listwise term within sessions. Keeps the weights of the best validation epoch (mean session AUC over tasks);
     writes `train_log.jsonl` into out_dir. The model's `parameter_groups(lr)` hook gives
     AdamW's groups (e.g. a smaller learning rate for a fine-tuned encoder layer)."""
     seed_everything(config.seed)
@@ -106,13 +139,16 @@ def train(
     best = TrainResult(best_valid_auc=-1.0, best_epoch=-1)
     best_state = None
     log = (out_dir / "train_log.jsonl").open("w") if out_dir else None
+    groups = None
+    if config.listwise:
+        groups = torch.from_numpy(pd.factorize(train_data.sessions)[0].astype(np.int64))
     steps_per_epoch = -(-len(train_data) // config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     for epoch in range(config.epochs):
         model.train()
         started = time.perf_counter()
-        order = torch.randperm(len(train_data), generator=generator)
+        order = epoch_order(len(train_data), groups, generator)
         totals: dict[str, float] = {}
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)
         for step in bar:
@@ -122,6 +158,10 @@ def train(
                 model, output.logits, train_data.labels[rows], output.example_weights
             )
             loss = task_loss + sum(output.penalties.values())
+            if groups is not None:
+                ranking = listwise_loss(output.logits, train_data.labels[rows], groups[rows])
+                output.penalties["listwise"] = ranking.detach()
+                loss = loss + config.listwise * ranking
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 import torch
 
 from contract.features import FeatureSpec
-from training.models import category_moe, hmoe, mlpr, wecan
+from training.models import category_moe, hmoe, mlpr, text_match, wecan
 
 # family name -> (model class, config class, recipes)
 FAMILIES = {
@@ -23,6 +23,7 @@ FAMILIES = {
     "multitask": (mlpr.MultiTaskRanker, mlpr.MultiTaskConfig, mlpr.RECIPES),
     "hmoe": (hmoe.HMoE, hmoe.HMoEConfig, hmoe.RECIPES),
     "wecan": (wecan.WeCan, wecan.WeCanConfig, wecan.RECIPES),
+    "text_match": (text_match.TextMatch, text_match.TextMatchConfig, text_match.RECIPES),
 }
 
 
