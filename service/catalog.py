@@ -11,7 +11,7 @@ import numpy as np
 from contract.embeddings import EmbeddingStore, item_key, to_bytes
 from service.bundle import Bundle
 from service.embedding_store import StoreUnavailable
-from service.embeddings import Calls
+from service.embeddings import Calls, as_served
 from service.lru import LRU
 from service.schemas import ItemText
 
@@ -34,7 +34,7 @@ class Catalog:
         vectors = await self._run(bundle.encoder.encode, [t.title for t in texts])
         vectors = vectors.astype(self.dtype)
         keys = [item_key(self.key_prefix, bundle.encoder_id, t.id) for t in texts]
-        for key, vector in zip(keys, vectors):
+        for key, vector in zip(keys, as_served(vectors, self.dtype)):
             self.cache.put(key, vector)
         await self._write(keys, vectors)
         return len(texts)
@@ -51,7 +51,7 @@ class Catalog:
             return 0
         keys = [item_key(self.key_prefix, encoder_id, str(i)) for i in saved.item_ids]
         vectors = saved.embeddings.astype(self.dtype)
-        for key, vector in zip(keys[:lru_items], vectors[:lru_items]):
+        for key, vector in zip(keys[:lru_items], as_served(vectors[:lru_items], self.dtype)):
             self.cache.put(key, vector)
         try:
             await self._write(keys, vectors)

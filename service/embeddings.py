@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_
 
 import numpy as np
 
@@ -40,6 +42,13 @@ class Calls:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
+def as_served(vectors: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Vectors as the item LRU holds them: rounded to the storage dtype (an item ranks the
+    same from any tier), kept as float32, the model's input type, so a ranking call copies
+    its rows without a float16 conversion (60 us for 100 vectors of dimension 384)."""
+    return vectors.astype(dtype, copy=False).astype(np.float32, copy=False)
+
+
 def normalise_query(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -59,15 +68,16 @@ class ItemEmbeddings:
         """[B, D] float32 item embeddings; `degraded` gets what had to be done without."""
         degraded["embedding_store"] = self.generation.state
         out = np.zeros((len(items), bundle.text_dim), np.float32)
-        keys = [item_key(self.key_prefix, bundle.encoder_id, item.id) for item in items]
-        cached = [self.cache.get(key) for key in keys]
-        misses = [row for row, vector in enumerate(cached) if vector is None]
+        prefix = item_key(self.key_prefix, bundle.encoder_id, "")
+        keys = list(map(prefix.__add__, [item.id for item in items]))
+        cached = self.cache.get_many(keys)
+        misses = list(compress(range(len(keys)), map(is_, cached, repeat(None))))
         if not misses:
-            out[:] = cached  # one conversion, not one per row
+            np.stack(cached, out=out)  # one copy of float32 rows, not one per row
         elif len(misses) < len(items):
             hits = [row for row, vector in enumerate(cached) if vector is not None]
             out[hits] = [cached[row] for row in hits]
-        metrics.EMBEDDING_LOOKUPS.labels("lru", "hit").inc(len(items) - len(misses))
+        metrics.labelled(metrics.EMBEDDING_LOOKUPS, "lru", "hit").inc(len(items) - len(misses))
         if not misses:
             return out
         metrics.EMBEDDING_LOOKUPS.labels("lru", "miss").inc(len(misses))
@@ -96,7 +106,7 @@ class ItemEmbeddings:
                 still.append(row)
                 continue
             try:
-                vector = from_bytes(raw, bundle.text_dim).astype(self.dtype, copy=False)
+                vector = as_served(from_bytes(raw, bundle.text_dim), self.dtype)
             except ValueError:  # a foreign or truncated value: treat as absent, count it
                 metrics.EMBEDDING_LOOKUPS.labels(tier, "error").inc()
                 still.append(row)
@@ -125,7 +135,7 @@ class QueryEmbeddings:
             metrics.QUERY_LOOKUPS.labels("miss").inc()
             encoding = self._encode(bundle, key)
             return encoding if self._run.on_loop else asyncio.ensure_future(encoding)
-        metrics.QUERY_LOOKUPS.labels("hit").inc()
+        metrics.labelled(metrics.QUERY_LOOKUPS, "hit").inc()
         done = asyncio.get_running_loop().create_future()
         done.set_result(vector)
         return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
@@ -32,8 +32,9 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     request, and a model that reads none answers a request that has none.
 
     Unknown numeric or categorical feature names are a 422: a typo must not silently turn
-    into an imputed value. Values are gathered in Python and converted to arrays once,
-    because a numpy write per element costs about a microsecond and 1000 items have 11000.
+    into an imputed value. No Python statement runs per item: each pass over the items is a
+    C-level map (the request's values over the defaults, then the model's columns in order),
+    because a statement per item and feature costs ~0.2 ms for 100 items.
     """
     query = request.query
     request_codes = [
@@ -42,47 +43,52 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
         )
         for field in bundle.request_fields
     ]
-    numeric_names, numeric_known = bundle.numeric_names, bundle.numeric_index.keys()
-    defaults = dict(zip(numeric_names, bundle.numeric_means.tolist()))
-    # itemgetter of one name returns a bare value, not a tuple: only for two or more.
-    all_numeric = itemgetter(*numeric_names) if len(numeric_names) > 1 else None
-    cat_fields = [(field.name, field.lookup) for field in bundle.item_fields]
-    cat_known = {name for name, _ in cat_fields}
-    numeric_rows, item_codes, provided = [], [], 0
-    for row, item in enumerate(request.items):
-        features, categorical = item.features, item.categorical
-        provided += len(features)
-        if all_numeric and len(features) == len(numeric_names):
-            # The common case in one C call; as many names as expected and none missing
-            # means none unknown.
-            try:
-                numeric_rows.append(all_numeric(features))
-            except KeyError:
-                raise _unknown(
-                    row, "features", features.keys() - numeric_known, numeric_names
-                ) from None
-        else:
-            if not features.keys() <= numeric_known:
-                raise _unknown(row, "features", features.keys() - numeric_known, numeric_names)
-            numeric_rows.append([features.get(name, defaults[name]) for name in numeric_names])
-        if not categorical.keys() <= cat_known:
-            raise _unknown(row, "categorical", categorical.keys() - cat_known, sorted(cat_known))
-        item_codes.append(
-            [lookup.get(categorical.get(name), OOV_INDEX) for name, lookup in cat_fields]
-        )
-    items = len(request.items)
-    item_cat = _matrix(item_codes, np.int64, items, len(cat_fields))
+    features = [item.features for item in request.items]
+    categorical = [item.categorical for item in request.items]
+    numeric = _over_defaults(
+        features, dict(zip(bundle.numeric_names, bundle.numeric_means.tolist()))
+    )
+    categories = _over_defaults(categorical, dict.fromkeys(f.name for f in bundle.item_fields))
+    if numeric is None or categories is None:
+        raise _first_unknown(bundle, features, categorical)
+    items, width = len(features), len(bundle.item_fields)
+    codes = [
+        map(field.lookup.get, map(itemgetter(field.name), categories), repeat(OOV_INDEX))
+        for field in bundle.item_fields
+    ]
+    item_cat = np.fromiter(chain.from_iterable(zip(*codes)), np.int64, items * width)
+    item_cat = item_cat.reshape(items, width)
+    numeric_names = bundle.numeric_names
+    values = map(itemgetter(*numeric_names), numeric) if numeric_names else ()
+    if len(numeric_names) > 1:  # itemgetter of one name returns the bare value
+        values = chain.from_iterable(values)
+    numeric_matrix = np.fromiter(values, np.float32, items * len(numeric_names))
     return ModelInputs(
-        request_cat=_matrix([request_codes], np.int64, 1, len(request_codes)),
+        request_cat=np.array(request_codes, np.int64).reshape(1, len(request_codes)),
         item_cat=item_cat,
-        numeric=_matrix(numeric_rows, np.float32, items, len(numeric_names)),
-        imputed_features=items * len(numeric_names) - provided,
+        numeric=numeric_matrix.reshape(items, len(numeric_names)),
+        imputed_features=numeric_matrix.size - sum(map(len, features)),
         oov_categories=request_codes.count(OOV_INDEX) + int((item_cat == OOV_INDEX).sum()),
     )
 
 
-def _matrix(rows: list, dtype, n_rows: int, n_cols: int) -> np.ndarray:
-    return np.fromiter(chain.from_iterable(rows), dtype, n_rows * n_cols).reshape(n_rows, n_cols)
+def _over_defaults(given: list[dict], defaults: dict) -> list[dict] | None:
+    """Each dict's values over `defaults`; None when one names a key outside them."""
+    merged = list(map(defaults.__or__, given))
+    return merged if set(map(len, merged)) <= {len(defaults)} else None
+
+
+def _first_unknown(bundle: Bundle, features: list[dict], categorical: list[dict]) -> Rejected:
+    """The 422 for the first item (in request order; its numeric features first) that names
+    a feature the model does not read."""
+    numeric_names = bundle.numeric_names
+    cat_names = sorted(field.name for field in bundle.item_fields)
+    for row, (numeric, categories) in enumerate(zip(features, categorical)):
+        if unknown := numeric.keys() - bundle.numeric_index.keys():
+            return _unknown(row, "features", unknown, numeric_names)
+        if unknown := categories.keys() - set(cat_names):
+            return _unknown(row, "categorical", unknown, cat_names)
+    raise AssertionError("called without an unknown feature")
 
 
 def _unknown(row: int, kind: str, names, expected: list[str]) -> Rejected:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Sequence
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 
@@ -22,6 +24,14 @@ class LRU:
         if value is not None:
             self._data.move_to_end(key)
         return value
+
+    def get_many(self, keys: Sequence[Hashable]) -> list[Any | None]:
+        """get() of each key, in C-level passes rather than a Python call per key (a ranking
+        call looks up every item); the hits become the most recent, in order."""
+        values = list(map(self._data.get, keys))
+        found = compress(keys, map(is_not, values, repeat(None)))
+        deque(map(self._data.move_to_end, found), maxlen=0)  # consumed for the side effect
+        return values
 
     def put(self, key: Hashable, value: Any) -> None:
         if self.capacity == 0:

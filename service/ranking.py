@@ -28,7 +28,7 @@ class Stopwatch:
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        metrics.STAGE_DURATION.labels(name).observe(now - self._last)
+        metrics.labelled(metrics.STAGE_DURATION, name).observe(now - self._last)
         self._last = now
 
 
@@ -141,10 +141,11 @@ class RankingService:
         watch.lap("respond")
         metrics.ITEMS_PER_REQUEST.observe(len(request.items))
         for expert in expert_index.tolist():
-            metrics.EXPERT_SELECTED.labels(str(expert)).inc()
+            metrics.labelled(metrics.EXPERT_SELECTED, str(expert)).inc()
         # Known before the answer leaves, so an event sent the moment it arrives finds it.
         self.served.remember(request_id, Served(route.model, route.experiment, route.variant))
-        metrics.SERVED.labels(route.model, route.experiment or NONE, route.variant or NONE).inc()
+        served = (route.model, route.experiment or NONE, route.variant or NONE)
+        metrics.labelled(metrics.SERVED, *served).inc()
         return Ranked(body, request_id, time.time(), route, request, inputs, tensors, order, final)
 
 

@@ -148,6 +148,15 @@ def test_lru_forgets_the_least_recently_used():
     assert disabled.get("a") is None and len(disabled) == 0
 
 
+def test_lru_get_many_is_get_of_each_key():
+    cache = LRU(3)
+    for key in "abc":
+        cache.put(key, key.upper())
+    assert cache.get_many(["c", "x", "a"]) == ["C", None, "A"]  # "b" is now the oldest
+    cache.put("d", "D")
+    assert cache.get_many(["a", "b", "c", "d"]) == ["A", None, "C", "D"]
+
+
 def test_admin_routes_are_closed_without_a_configured_token():
     from fastapi.testclient import TestClient
 
