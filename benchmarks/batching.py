@@ -1,8 +1,8 @@
 """Cross-request micro-batching, off against on, interleaved in one run.
 
 One service per configuration on the same bundle, all up at once: `off` with
-MOERANK_BATCH_WAIT_MS=0 (every call runs alone, as before batching), `on` with the default
-wait (service/batcher.py), and any --config NAME=MOERANK_X=value+... beside them. Warm
+MOERANK_BATCH_WAIT_MS=0 (every call runs alone), `on` with batches waiting up to --wait-ms
+for calls on their way (service/batcher.py), and any --config NAME=MOERANK_X=value+... beside them. Warm
 100-item calls of generated log sessions (every item vector in the LRU, every query seen
 once), sent by serve_latency.py's callers over the raw-HTTP client: c=1 (P50/P99: batching
 must not slow a lone call) and c=16 (calls/s and P99). Every point runs on each
@@ -11,12 +11,12 @@ before (this VM's speed drifts by tens of percent within minutes, and other work
 2 cores); the figures are medians over the passes, and each ratio is the median of the
 ratios of configurations measured side by side within a pass.
 
-    python benchmarks/batching.py [--bundle artifacts/bundles/default] [--seconds 10]
-        [--passes 10] [--config pool=MOERANK_MODEL_CALLS=thread_pool+MOERANK_BATCH_WAIT_MS=2]
+    python benchmarks/batching.py [--bundle artifacts/bundles/default] [--seconds 4]
+        [--passes 10] [--wait-ms 2] [--config pool=MOERANK_MODEL_CALLS=thread_pool+MOERANK_BATCH_WAIT_MS=2]
 
 Writes results/<--name>.json: rows (pass, config, load point, calls/s, P50/P99, the
-server's CPU per call and mean batch size), medians, and the ratios against `off` with the
-issue's targets (c=16: >= 1.5x the calls/s, P99 no worse; c=1 no slower).
+server's CPU per call and mean batch size), medians, and the ratios against `off` (calls/s,
+P50, P99, the server's CPU per call) with the issue's targets (c=16: >= 1.5x the calls/s, P99 no worse; c=1 no slower).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from training.results import cpu_model, write_results
 TARGETS = {"c16_rps_ratio": 1.5, "c16_p99_ratio": 1.0, "c1_p50_ratio": 1.0, "c1_p99_ratio": 1.0}
 
 
-def configs(extra: list[str]) -> dict[str, dict[str, str]]:
-    """NAME -> its own MOERANK_* settings: off, on (the default wait), then --config's."""
-    out = {"off": {"MOERANK_BATCH_WAIT_MS": "0"}, "on": {}}
+def configs(wait_ms: float, extra: list[str]) -> dict[str, dict[str, str]]:
+    """NAME -> its own MOERANK_* settings: off, on (batches wait up to wait_ms), then
+    --config's."""
+    out = {"off": {"MOERANK_BATCH_WAIT_MS": "0"}, "on": {"MOERANK_BATCH_WAIT_MS": f"{wait_ms:g}"}}
     for text in extra:
         name, _, pairs = text.partition("=")
         out[name] = assignments(pairs.split("+"))
@@ -64,11 +65,20 @@ def ratios(rows: list[dict]) -> dict[str, dict[str, float]]:
                 if r["config"] == "off" and (r["pass"], r["concurrency"]) == (row["pass"], row["concurrency"])
             )  # fmt: skip
             keys = ("rps", "p50_ms", "p99_ms") if row["concurrency"] > 1 else ("p50_ms", "p99_ms")
-            for key in keys:
-                label = f"c{row['concurrency']}_{key.removesuffix('_ms')}_ratio"
-                found.setdefault(label, []).append(row[key] / off[key])
+            pairs = [(key.removesuffix("_ms"), row[key], off[key]) for key in keys]
+            # The server's CPU per call: what batching saves, less blurred by other work on
+            # the machine than calls/s (which is also whatever CPU share the server got).
+            pairs.append(("cpu", server_cpu(row), server_cpu(off)))
+            for key, value, reference in pairs:
+                if value and reference:
+                    label = f"c{row['concurrency']}_{key}_ratio"
+                    found.setdefault(label, []).append(value / reference)
         out[name] = {label: round(median(values), 3) for label, values in found.items()}
     return out
+
+
+def server_cpu(row: dict) -> float | None:
+    return row["server"].get("cpu_ms_per_call")
 
 
 def verdict(ratios_on: dict[str, float]) -> dict[str, bool]:
@@ -86,6 +96,7 @@ def main() -> None:
     parser.add_argument(
         "--artifacts", type=Path, help="log and embeddings; default: bundle's ../.."
     )
+    parser.add_argument("--wait-ms", type=float, default=2.0, help="MOERANK_BATCH_WAIT_MS of on")
     parser.add_argument("--config", action="append", default=[], help="NAME=MOERANK_X=v+...")
     parser.add_argument("--concurrency", type=lambda t: numbers(t, int), default=[1, 16])
     parser.add_argument("--items", type=int, default=100)
@@ -110,7 +121,7 @@ def main() -> None:
         "MOERANK_EMBEDDING_STORE_PATH": str(artifacts / "item_embeddings.npz"),
         "MOERANK_LRU_PRELOAD_ITEMS": str(len(store.item_ids)),  # every stored vector in the LRU
     }
-    named = configs(args.config)
+    named = configs(args.wait_ms, args.config)
     services = {name: ServiceProcess({**base, **env}) for name, env in named.items()}
     rows = []
     try:
@@ -144,6 +155,7 @@ def main() -> None:
             "config": name,
             "concurrency": c,
             **{key: round(median(r[key] for r in mine), 3) for key in ("rps", "p50_ms", "p99_ms")},
+            "server_cpu_ms_per_call": round(median(server_cpu(r) or 0.0 for r in mine), 3),
             "batch_size_mean": mine[0]["batch_size_mean"]
             and round(median(r["batch_size_mean"] for r in mine), 2),
         }

@@ -111,3 +111,66 @@ def test_concurrent_calls_answer_the_same_with_batching_on_and_off(
         assert one["degraded"] == other["degraded"]
     assert any(a["degraded"]["imputed_features"] for a in batched)
     assert any(a["degraded"]["oov_categories"] for a in batched)
+
+
+def run_calls(batcher, bundle, calls, hold=None):
+    """Each call's outputs through `batcher`, all started in one turn of the loop, the runs
+    of the model they took and the seconds until the last was answered; `hold`: seconds
+    another call keeps its ticket (on its way to the model) before it fails."""
+    import time
+
+    from service import metrics
+
+    def runs_so_far() -> float:
+        samples = metrics.BATCH_SIZE.collect()[0].samples
+        return next(s.value for s in samples if s.name == "moerank_batch_size_count")
+
+    async def one(tensors):
+        with batcher.expecting() as ticket:
+            return await batcher.score(bundle, list(tensors), ticket)
+
+    async def failing():
+        with batcher.expecting():
+            await asyncio.sleep(hold)
+            raise ValueError("a call that fails before the model")
+
+    async def run():
+        before, started = runs_so_far(), time.perf_counter()
+        holder = asyncio.ensure_future(failing()) if hold else None
+        results = await asyncio.gather(*(one(c) for c in calls))
+        seconds = time.perf_counter() - started
+        if holder:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)
+        return results, runs_so_far() - before, seconds
+
+    return asyncio.run(run())
+
+
+def test_the_batcher_runs_waiting_calls_together_within_its_bounds(small_bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.batcher import Batcher
+    from service.embeddings import Calls
+
+    bundle = Bundle(small_bundle[0], provider="cpu")
+    calls = [bundle.example(n) for n in (100, 3, 100, 40)]
+    alone = [bundle.score(*c) for c in calls]
+    on_loop = Calls(ThreadPoolExecutor(1), on_loop=True)
+
+    results, runs, _ = run_calls(Batcher(on_loop, 0.5, 2000), bundle, calls)
+    assert runs == 1  # the four calls ready in one turn ran as one
+    for result, expected in zip(results, alone):
+        assert np.abs(result[0] - expected[0]).max() <= 1e-5
+        assert result[1].tolist() == expected[1].tolist()
+    _, runs, _ = run_calls(Batcher(on_loop, 0.5, 250), bundle, calls)
+    assert runs == 2  # [100, 3] pad to 200 rows (a third 100-item call: 300), then [100, 40]
+    # A call on its way holds the batch back, at most the bounded wait ...
+    _, runs, seconds = run_calls(Batcher(on_loop, 0.2, 2000), bundle, calls, hold=30.0)
+    assert runs == 1 and 0.2 <= seconds < 10.0
+    # ... and no longer than until it fails.
+    _, runs, seconds = run_calls(Batcher(on_loop, 30.0, 2000), bundle, calls, hold=0.05)
+    assert runs == 1 and seconds < 10.0
+    # Off: every call alone, none through a batch.
+    _, runs, _ = run_calls(Batcher(on_loop, 0, 2000), bundle, calls)
+    assert runs == 0
