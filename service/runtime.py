@@ -15,7 +15,7 @@ import numpy as np
 from contract.embeddings import load_embedding_store
 from service import metrics
 from service.batcher import Batcher
-from service.bundle import Bundle
+from service.bundle import Bundle, providers
 from service.catalog import Catalog
 from service.circuit_breaker import CircuitBreaker
 from service.cold_titles import ColdTitlePolicy, ColdTitles
@@ -88,6 +88,14 @@ def cold_title_policy(settings: Settings) -> ColdTitlePolicy:
     )
 
 
+def batch_wait_s(settings: Settings) -> float:
+    """MOERANK_BATCH_WAIT_MS, else batching on where the model runs on CUDA (where the
+    model's share of a call is worth amortising) and off on CPU."""
+    if settings.batch_wait_ms is not None:
+        return settings.batch_wait_ms / 1000
+    return 0.002 if providers(settings.provider)[0] == "CUDAExecutionProvider" else 0.0
+
+
 def text_limits(settings: Settings) -> TextLimits:
     return TextLimits(settings.max_items, settings.max_title_chars, settings.max_query_chars)
 
@@ -153,7 +161,7 @@ class Runtime:
             QueryEmbeddings(LRU(settings.lru_queries), model_calls),
         )
         served = ServedRequests(settings.served_requests)
-        batcher = Batcher(model_calls, settings.batch_wait_ms / 1000, settings.batch_max_items)
+        batcher = Batcher(model_calls, batch_wait_s(settings), settings.batch_max_items)
         ranking = RankingService(registry, embeddings, batcher, text_limits(settings), served)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(watch_loop_lag())]

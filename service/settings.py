@@ -103,10 +103,11 @@ class Settings(BaseSettings):
     # Cross-request micro-batching (service/batcher.py), for bundles with a batched graph:
     # the calls at the model in one turn of the loop run as one onnxruntime call of at most
     # batch_max_items rows (calls x the longest call's items), waiting up to batch_wait_ms
-    # for calls still on their way (a Redis lookup); a call alone never waits. 0: off, the
-    # default on CPU: on 2 vCPUs the model is ~1/5 of a call's CPU and batching 100-item
-    # calls at c=16 cost calls/s and P99 (results/batching.json). For a GPU or a bigger model.
-    batch_wait_ms: float = Field(0.0, ge=0)
+    # for calls still on their way (a Redis lookup); a call alone never waits. 0: off.
+    # Unset: 2 ms where the model runs on CUDA, off on CPU: on 2 vCPUs the model is ~1/5 of
+    # a call's CPU and batching 100-item calls at c=16 cost calls/s and P99
+    # (results/batching.json).
+    batch_wait_ms: float | None = Field(None, ge=0)
     batch_max_items: int = Field(2000, ge=1)
     # "bundle": each bundle's manifest names the variant its model was evaluated on (fp32 for
     # bundles exported since manifest schema 3, int8 before), so queries encode at the

@@ -174,3 +174,12 @@ def test_the_batcher_runs_waiting_calls_together_within_its_bounds(small_bundle)
     # Off: every call alone, none through a batch.
     _, runs, _ = run_calls(Batcher(on_loop, 0, 2000), bundle, calls)
     assert runs == 0
+
+
+def test_batching_is_off_by_default_on_cpu_and_set_by_its_variable():
+    from service.runtime import batch_wait_s
+    from service.settings import Settings
+
+    assert batch_wait_s(Settings(provider="cpu", batch_wait_ms=None)) == 0.0
+    assert batch_wait_s(Settings(provider="cpu", batch_wait_ms=5)) == 0.005
+    assert batch_wait_s(Settings(provider="auto", batch_wait_ms=0)) == 0.0
