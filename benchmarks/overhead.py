@@ -21,7 +21,10 @@ sequential comparison can fake a finding. The in-process figures are measured ag
 every load point and each ratio pairs figures of the same load point.
 
     python benchmarks/overhead.py [--bundle artifacts/bundles/default] [--seconds 5]
-        [--concurrency 1,16] [--rates 100,200] [--quick]
+        [--concurrency 1,16] [--rates 100,200] [--quick] [--profile] [--compare DIR]
+
+--compare DIR adds another checkout's server (`git archive <commit> | tar -x -C DIR`) to
+every load point: the before and after of a change, interleaved in one run.
 
 Writes results/<--name>.json (rows per pass, the means over both passes, and the ratios
 `pipeline_over_model` and `server_over_pipeline` at c=16, the machine's CPU named) and
@@ -154,13 +157,16 @@ async def run(args, env: dict[str, str], traffic: Traffic, sessions: list[int]) 
     settings = Settings(**{k.removeprefix("MOERANK_").lower(): v for k, v in env.items()})
     runtime = await Runtime.start(settings)
     servers = {name: ServiceProcess(env, command) for name, command in SERVERS.items()}
+    if args.compare:  # -P: the checkout on PYTHONPATH, not this one (the working directory)
+        baseline_env = {**env, "PYTHONPATH": str(args.compare.resolve())}
+        servers["baseline"] = ServiceProcess(baseline_env, ("-P", "-m", "service"))
     try:
         for service in servers.values():
             service.start()
             await warm(service.port, traffic, sessions)
         work = await in_process_work(runtime, traffic, sessions)
         points = [(c, None) for c in args.concurrency] + [(None, r) for r in args.rates]
-        configs = [*IN_PROCESS, *SERVERS]
+        configs = [*IN_PROCESS, *servers]
         rows = []
         for number, order in enumerate((configs, configs[::-1])):
             for concurrency, rate in points if number == 0 else points[::-1]:
@@ -240,6 +246,8 @@ def summarise(rows: list[dict]) -> dict:
             "server_over_model": round(cpu["moerank"] / cpu["model"], 3),
             "plain_over_server": round(cpu["plain"] / cpu["moerank"], 3),
         }
+        if "baseline" in cpu:
+            ratios[load]["server_over_baseline"] = round(cpu["moerank"] / cpu["baseline"], 3)
     return {"means": means, "ratios": ratios}
 
 
@@ -252,10 +260,11 @@ def plot(summary: dict, path: Path, title: str) -> None:
     means = summary["means"]
     loads = list(means)
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
-    x, width = np.arange(len(loads)), 0.2
-    for offset, config in enumerate((*IN_PROCESS, *SERVERS)):
+    configs = list(means[loads[0]])
+    x, width = np.arange(len(loads)), 0.8 / len(configs)
+    for offset, config in enumerate(configs):
         values = [means[load][config]["cpu_ms_per_call"] for load in loads]
-        axes.bar(x + (offset - 1.5) * width, values, width, label=config)
+        axes.bar(x + (offset - (len(configs) - 1) / 2) * width, values, width, label=config)
     axes.set_xticks(x, loads)
     axes.set_ylabel("CPU ms per answered call")
     axes.set_title(title, fontsize=9)
@@ -280,6 +289,12 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="extra MOERANK_X=value")
     parser.add_argument("--name", default="overhead", help="results/<name>.json and .png")
     parser.add_argument("--quick", action="store_true", help="a smoke run: seconds, not minutes")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (git archive of a commit): its `python -m service` as the "
+        "server 'baseline', measured beside the others (a before/after in one run)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="then flame graphs with py-spy (the dev extra)"
     )
