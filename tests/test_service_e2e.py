@@ -68,7 +68,9 @@ def direct_run(bundle_dir: Path, body: dict, item_vectors: np.ndarray) -> list[n
     numeric = [
         [it.get("features", {}).get(f["name"], f["mean"]) for f in feats["numeric"]] for it in items
     ]
-    encoder = OnnxTextEncoder(bundle_dir / "text_encoder", variant="int8")
+    # The variant the manifest names (the one its model was evaluated on), as the service does.
+    variant = manifest["text_encoder"]["variant"]
+    encoder = OnnxTextEncoder(bundle_dir / "text_encoder", variant=variant)
     query_emb = encoder.encode([" ".join(q["text"].lower().split())])
     session = ort.InferenceSession(str(bundle_dir / "model.onnx"))
     feeds = dict(
