@@ -104,3 +104,33 @@ def test_gate_study_writes_diagnostics_per_variant(tiny, small_log, monkeypatch)
     assert all(r["headroom_share"] == r["headroom_share"] for r in rows)  # not NaN: an oracle
     assert all(r["gate"]["softmax_entropy"] <= r["gate"]["softmax_entropy_uniform"] + 1e-6
                for r in rows)  # fmt: skip
+
+
+def test_table2_merge_fills_one_table_from_separate_runs(tiny, small_log):
+    adv_hsc_moe.table2(small_log, "tiny", models=("dnn",), merge=True)
+    adv_hsc_moe.table2(small_log, "tiny", models=("moe",), baselines=False, merge=True)
+    table2 = json.loads((tiny / "adv_hsc_moe_table2_click.json").read_text())
+    models = [r["model"] for r in table2["rows"]]
+    assert sorted(m for m in models if m in ("dnn", "moe")) == ["dnn", "moe"]
+    assert models.count("logreg_per_top") == 1  # the first run's baseline is kept
+    assert models.count("oracle_bayes") == 1  # the second run's oracle replaced the first's
+    assert set(table2["summary"]) >= {"dnn", "moe", "logreg_per_top"}
+    assert set(table2["tuning"]) == {"dnn", "moe"}
+
+
+def test_table2_diagnosis_appends_variants_and_the_regressions_parts(tiny, small_log, monkeypatch):
+    from training.experiments import table2_diagnosis
+
+    monkeypatch.setattr(table2_diagnosis, "prepare_size", lambda *args, **kwargs: small_log)
+    table2_diagnosis.main(["--size", "tiny", "--variants", "dnn_match", "--steps", "3",
+                           "--epochs", "1", "--logistic"])  # fmt: skip
+    table2_diagnosis.main(["--size", "tiny", "--variants", "moe_linear", "--steps", "3",
+                           "--epochs", "1", "--seed", "1"])  # fmt: skip
+    rows = json.loads((tiny / "adv_hsc_moe_table2_diagnosis.json").read_text())["rows"]
+    names = [r["variant"] for r in rows]
+    assert {"dnn_match", "moe_linear", "logreg_per_top", "logreg_global_without_same_sub"} <= set(
+        names
+    )
+    assert len(names) == 6
+    assert all(0 < r["session_auc"] < 1 for r in rows)  # 3 steps: a figure, not a good one
+    assert [r["gate"] for r in rows if r["variant"] == "moe_linear"][0]["softmax_entropy"] > 0

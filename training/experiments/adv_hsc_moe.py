@@ -8,6 +8,8 @@ Table 2 one file per ranked label, results/adv_hsc_moe_table2_<task>.json.
 
 from __future__ import annotations
 
+import fcntl
+import json
 from pathlib import Path
 
 import matplotlib
@@ -77,6 +79,7 @@ def table2(
     models: tuple[str, ...] = TABLE2_MODELS,
     seeds: tuple[int, ...] | None = None,
     baselines: bool = True,
+    merge: bool = False,
 ) -> dict:
     """Every model of Table 2 over the size's seeds, each tuned on validation (the size's
     Tuning grid), beside the oracle and the baselines, ranking `task` (the paper ranks
@@ -84,7 +87,9 @@ def table2(
     test figures, the share of the learnable headroom, the gate diagnostics and the training
     history; returns {model: [(model, metrics)]}. `models` and `seeds` (default: the size's)
     restrict the run; the results say which ran; baselines=False leaves out the fitted
-    baselines (the oracle stays)."""
+    baselines (the oracle stays). merge=True keeps the rows of other (model, seed) runs of
+    the same size and task already in the file, so models and seeds can run as separate
+    processes into one table (written under a lock)."""
     seeds = seeds or SIZES[size].seeds
     if baselines:
         rows, oracle = reference_rows(prepared, task, xgboost=SIZES[size].xgboost_baseline)
@@ -100,14 +105,46 @@ def table2(
             row.update(gate=diagnose(model, prepared.test, prepared.spec))
             rows.append({**with_headroom(row, oracle), "history": metrics["history"]})
         # Written after every model, so a long run's finished models are never lost.
-        write_results(f"adv_hsc_moe_table2_{task}", rows, {**extra, "tuning": tuning})
-    title = f"Table 2 ({size}, ranking {task}): mean ± std over seeds {seeds}"
-    summary = print_table(title, rows, model_order(rows, models))
-    print_gates(rows)
-    write_results(
-        f"adv_hsc_moe_table2_{task}", rows, {**extra, "summary": summary, "tuning": tuning}
-    )
+        write_table2(task, rows, {**extra, "tuning": tuning}, models, merge)
+    write_table2(task, rows, {**extra, "tuning": tuning}, models, merge, summarise=True)
     return runs
+
+
+def write_table2(
+    task: str, rows: list[dict], extra: dict, models, merge: bool, summarise: bool = False
+) -> None:
+    """Write results/adv_hsc_moe_table2_<task>.json; with merge, beside the rows of other
+    (model, seed) runs of the same size and task in the file (under an exclusive lock); a
+    reference (oracle, baseline) from this run replaces the file's. With summarise, print the
+    table and the gates and store the summary."""
+    name = f"adv_hsc_moe_table2_{task}"
+    path = results_dir() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if merge:
+            rows, extra = merged_rows(path, rows, extra)
+        if summarise:
+            all_models = [m for m in TABLE2_MODELS if any(r["model"] == m for r in rows)]
+            seeds = sorted({r["seed"] for r in rows if "seed" in r})
+            title = f"Table 2 ({extra['size']}, ranking {task}): mean ± std over seeds {seeds}"
+            extra = {**extra, "summary": print_table(title, rows, model_order(rows, all_models))}
+            print_gates(rows)
+        write_results(name, rows, extra)
+
+
+def merged_rows(path: Path, rows: list[dict], extra: dict) -> tuple[list[dict], dict]:
+    """(rows, extra) with the earlier file's rows of other runs kept (see write_table2)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return rows, extra
+    if (earlier.get("size"), earlier.get("task")) != (extra["size"], extra["task"]):
+        return rows, extra
+    ours = {(r["model"], r.get("seed")) for r in rows}  # references have no seed
+    kept = [r for r in earlier["rows"] if (r["model"], r.get("seed")) not in ours]
+    tuning = {**earlier.get("tuning", {}), **extra.get("tuning", {})}
+    return kept + rows, {**extra, "tuning": tuning}
 
 
 def print_gates(rows: list[dict]) -> None:
@@ -313,6 +350,12 @@ def _options(parser) -> None:
     )
     parser.add_argument("--models", nargs="+", choices=TABLE2_MODELS, default=TABLE2_MODELS)
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other models' and seeds' rows already in Table 2's file (separate "
+        "processes filling one table)",
+    )
+    parser.add_argument(
         "--no-baselines",
         action="store_true",
         help="leave the fitted baselines out of Table 2 (another run of the table has them)",
@@ -330,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = args.artifacts / "runs" / f"adv_hsc_moe_table2_{task}-{args.size}"
         runs = table2(
             prepared, args.size, task, run_dir, tuple(args.models), args.seeds,
-            not args.no_baselines,
+            not args.no_baselines, args.merge,
         )  # fmt: skip
         if number == 0 and "figure5" in only and "dnn" in runs:
             figure5(prepared, runs, args.size)

@@ -34,6 +34,9 @@ class CategoryMoEConfig:
     experts: int = 10  # N
     top_k: int = 4  # K
     hidden: tuple[int, ...] = (512, 256)  # one expert tower: 512 x 256 x 1 (§5.1.4)
+    linear_experts: bool = False  # each expert adds a linear map of its input (wide & deep;
+    # tried for issue 12, did not help at the full-quick budget: README)
+    category_match: bool = False  # item vector: item category == query category (if both)
     embedding_dim: int = 16
     text_proj: int = 32  # 0: feed the encoder's full dimension
     gate_inputs: tuple[str, ...] = ("query_category",)  # Table 5: the sub-category alone
@@ -49,17 +52,20 @@ class CategoryMoEConfig:
     tasks: tuple[str, ...] = ("click",)
 
 
+# Every Table 2 model reads the 2-sided category-match input, as the logistic-regression
+# baseline does (issue 12: the networks learn that cross of two embeddings poorly; README).
+_TABLE2 = CategoryMoEConfig(category_match=True, balance_weight=0.0)
 # The noisy top-K models follow eq. 5-14: the gate reads the experts' own sub-category
 # embedding x^sc (§4.3.1) and the objective has no load-balancing term (eq. 14).
-_NOISY = CategoryMoEConfig(shared_gate_embedding=True, balance_weight=0.0)
+_NOISY = replace(_TABLE2, shared_gate_embedding=True)
 RECIPES: dict[str, CategoryMoEConfig] = {
-    "dnn": CategoryMoEConfig(experts=1, top_k=1, balance_weight=0.0),
+    "dnn": replace(_TABLE2, experts=1, top_k=1),
     "moe": _NOISY,
     "adv_moe": replace(_NOISY, adversarial_weight=1e-3),
     "hsc_moe": replace(_NOISY, hsc_weight=1e-3),
     "adv_hsc_moe": replace(_NOISY, hsc_weight=1e-3, adversarial_weight=1e-3),
-    "mmoe_4": CategoryMoEConfig(experts=4, top_k=4, category_buckets=10, balance_weight=0.0),
-    "mmoe_10": CategoryMoEConfig(experts=10, top_k=10, category_buckets=10, balance_weight=0.0),
+    "mmoe_4": replace(_TABLE2, experts=4, top_k=4, category_buckets=10),
+    "mmoe_10": replace(_TABLE2, experts=10, top_k=10, category_buckets=10),
 }
 
 
@@ -75,9 +81,13 @@ class CategoryMoE(Ranker):
     ):
         super().__init__()
         self.config = config
-        self.inputs = InputBlock(spec, config.embedding_dim, config.text_proj)
+        self.inputs = InputBlock(
+            spec, config.embedding_dim, config.text_proj, config.category_match
+        )
         dr, dx = self.inputs.request_dim, self.inputs.item_dim
-        self.experts = StackedExperts(config.experts, dr, dx, config.hidden, len(config.tasks))
+        self.experts = StackedExperts(
+            config.experts, dr, dx, config.hidden, len(config.tasks), config.linear_experts
+        )
         self.gate_features = self.gate = self.constraint = None
         shared = self.inputs.request_embeddings if config.shared_gate_embedding else None
         if config.experts > 1:

@@ -24,6 +24,9 @@ class StackedExperts(nn.Module):
     with expert_index [K] (one request, R = 1) only those K experts run -> [B, K, out_dim].
     out_dim None: the last hidden layer is the output (no activation after it), so
     hidden=(128,) is a one-layer expert (hmoe §4.1).
+    linear: each expert also adds a linear map of its input to its output (a wide & deep
+    expert). Mixed by a category gate, the linear parts give every category its own weights
+    on the raw features, which a ReLU tower learns only slowly (see the README).
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class StackedExperts(nn.Module):
         item_dim: int,
         hidden: tuple[int, ...],
         out_dim: int | None,
+        linear: bool = False,
     ):
         super().__init__()
         fan_in = request_dim + item_dim
@@ -45,6 +49,10 @@ class StackedExperts(nn.Module):
         sizes = hidden if out_dim is None else (*hidden, out_dim)
         self.weights = nn.ParameterList(_stacked(n, a, b) for a, b in zip(sizes, sizes[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, b)) for b in sizes[1:])
+        self.linear_request = self.linear_item = None
+        if linear:  # the wide part starts at zero: the expert begins as its tower
+            self.linear_request = nn.Parameter(torch.zeros(n, request_dim, sizes[-1]))
+            self.linear_item = nn.Parameter(torch.zeros(n, item_dim, sizes[-1]))
 
     def forward(
         self,
@@ -57,18 +65,19 @@ class StackedExperts(nn.Module):
 
         # Expert-major [E, B, h]: each layer is one batched matrix product ([B, d] or
         # [E, B, d]) x [E, d, h], which exports to ONNX MatMul (onnxruntime runs Einsum
-        # 1.3-2x slower on these shapes). The request share [E, R, h] is computed once and
-        # broadcast over the B items when R = 1, or matches them row for row when R = B.
-        request_share = take(self.first_bias).unsqueeze(1)  # [E, 1, h]
-        # Without a request part (dr = 0) there is nothing to add; the product is skipped, as
-        # onnxruntime's MatMul over an empty inner axis leaves its output unwritten, not 0.
-        if self.request_weight.shape[1]:
-            request_share = request_share + torch.matmul(request_vec, take(self.request_weight))
-        hidden = torch.matmul(item_vec, take(self.item_weight)) + request_share
+        # 1.3-2x slower on these shapes).
+        hidden = self._first_layer(
+            request_vec, item_vec, take(self.request_weight), take(self.item_weight),
+            take(self.first_bias).unsqueeze(1),
+        )  # fmt: skip
         hidden = self._activate(hidden, 0, take)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             hidden = torch.matmul(hidden, take(w)) + take(b).unsqueeze(1)
             hidden = self._activate(hidden, i + 1, take)
+        if self.linear_item is not None:
+            hidden = hidden + self._first_layer(
+                request_vec, item_vec, take(self.linear_request), take(self.linear_item), 0.0
+            )
         return hidden.transpose(0, 1)  # [B, E, out_dim]
 
     def forward_requests(
@@ -91,7 +100,25 @@ class StackedExperts(nn.Module):
         hidden = torch.matmul(item_vec.unsqueeze(1), take(self.item_weight)) + request_share
         for w, b in zip(self.weights, self.biases):
             hidden = torch.matmul(torch.relu(hidden), take(w)) + take(b).unsqueeze(2)
+        if self.linear_item is not None:
+            hidden = hidden + torch.matmul(item_vec.unsqueeze(1), take(self.linear_item))
+            if self.linear_request.shape[1]:
+                hidden = hidden + torch.matmul(
+                    request_vec[:, None, None, :], take(self.linear_request)
+                )
         return hidden  # ReLU between layers, none after the last (as `activate`)
+
+    @staticmethod
+    def _first_layer(request_vec, item_vec, request_weight, item_weight, bias) -> torch.Tensor:
+        """[E, B, h]: item_vec @ item_weight + request_vec @ request_weight + bias, with the
+        request share [E, R, h] computed once and broadcast over the B items when R = 1, or
+        matching them row for row when R = B."""
+        # Without a request part (dr = 0) there is nothing to add; the product is skipped, as
+        # onnxruntime's MatMul over an empty inner axis leaves its output unwritten, not 0.
+        request_share = bias
+        if request_weight.shape[1]:
+            request_share = request_share + torch.matmul(request_vec, request_weight)
+        return torch.matmul(item_vec, item_weight) + request_share
 
     def _activate(self, hidden: torch.Tensor, layer: int, take) -> torch.Tensor:
         # `activate` sees [B, E, h]; the transposes are views in torch, and onnxruntime's

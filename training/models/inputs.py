@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from contract.features import FeatureSpec
+from contract.features import QUERY_CATEGORY, FeatureSpec
+
+ITEM_CATEGORY = "item_category"  # contract.schema.CATEGORICAL_FEATURES' category field
 
 
 class CategoricalEmbeddings(nn.Module):
@@ -38,9 +40,19 @@ class InputBlock(nn.Module):
     the projected item embedding, its element-wise product with the query's and their cosine.
     With item_request [B] (several requests in one batch, training.models.request_batch)
     each item pairs with the query of its own request.
+    category_match: the item vector also holds 1.0 where the item's category is the query's
+    sub-category (a 2-sided feature, adv-hsc-moe §3.1: a cross of two inputs the model
+    reads, which a ReLU tower fed two separate embeddings learns poorly; see the README),
+    where the spec has both fields (a user's data may have neither).
     """
 
-    def __init__(self, spec: FeatureSpec, embedding_dim: int = 16, text_proj: int = 32):
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        embedding_dim: int = 16,
+        text_proj: int = 32,
+        category_match: bool = False,
+    ):
         super().__init__()
         self.request_embeddings = CategoricalEmbeddings(
             [f.cardinality for f in spec.request_categorical], embedding_dim
@@ -61,6 +73,11 @@ class InputBlock(nn.Module):
         self.item_dim = (
             self.item_embeddings.out_dim + len(spec.numeric) + (2 * text_dim + 1 if text_dim else 0)
         )
+        self.match_fields = None
+        if category_match and has_category_fields(spec):
+            self.match_fields, item_to_query = category_match_lookup(spec)
+            self.register_buffer("item_to_query", item_to_query)
+            self.item_dim += 1
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         request = [self.request_embeddings(inputs["request_cat"])]
@@ -75,4 +92,31 @@ class InputBlock(nn.Module):
                 query = query.index_select(0, inputs["item_request"])
             cosine = (query_emb * item_emb).sum(dim=1, keepdim=True)  # inputs are unit vectors
             item += [product, query * product, cosine]
+        if self.match_fields is not None:
+            query_field, item_field = self.match_fields
+            item_category = self.item_to_query[inputs["item_cat"][:, item_field]]  # [B]
+            query_category = inputs["request_cat"][:, query_field]  # [R]: 1 broadcasts, or B
+            if "item_request" in inputs:  # several requests' items: each reads its own query
+                query_category = query_category.index_select(0, inputs["item_request"])
+            match = item_category == query_category
+            item.append(match.to(numeric.dtype).expand(item_category.shape[0])[:, None])
         return torch.cat(request, dim=1), torch.cat(item, dim=1)
+
+
+def has_category_fields(spec: FeatureSpec) -> bool:
+    """True when the spec has both the query's and the item's category."""
+    return QUERY_CATEGORY in {f.name for f in spec.request_categorical} and ITEM_CATEGORY in {
+        f.name for f in spec.item_categorical
+    }
+
+
+def category_match_lookup(spec: FeatureSpec) -> tuple[tuple[int, int], torch.Tensor]:
+    """((query_category's column in request_cat, item_category's column in item_cat), [item
+    category cardinality] the query-category index of each item-category index, -1 where the
+    query vocabulary lacks it or for the OOV index, so an unknown category never matches)."""
+    query_field = spec.request_field(QUERY_CATEGORY)
+    item_field = [f.name for f in spec.item_categorical].index(ITEM_CATEGORY)
+    lookup = spec.request_categorical[query_field].lookup()
+    vocab = spec.item_categorical[item_field].vocab
+    table = torch.tensor([-1] + [lookup.get(value, -1) for value in vocab], dtype=torch.long)
+    return (query_field, item_field), table
