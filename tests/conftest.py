@@ -282,6 +282,23 @@ def traffic():
 
 # ---- images built with podman, once a session (tests/test_image.py, tests/test_compose.py) --
 
+
+def wait_ready(url: str, logs, timeout_s: float = 300) -> None:
+    """Until `url`/readyz answers 200 (a container's ranker); `logs()` explains a timeout."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, logs()
+        time.sleep(0.5)
+
+
 MISSING_TOOLS = [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
 needs_podman = pytest.mark.skipif(
     bool(MISSING_TOOLS) or os.geteuid() != 0,

@@ -13,14 +13,13 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-from conftest import needs_podman
+from conftest import needs_podman, wait_ready
 
 from contract.embeddings import item_key
 from contract.manifest import Manifest
@@ -116,17 +115,11 @@ def test_the_compose_stack_ranks_with_the_vectors_its_job_stored(
         state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", job)
         assert state == "exited 0", podman("logs", job)[-3000:]
 
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
+        def ranker_logs() -> str:
             (ranker,) = containers(project, "ranker")
-            assert time.monotonic() < deadline, run("podman", "logs", ranker).stderr[-3000:]
-            time.sleep(0.5)
+            return run("podman", "logs", ranker).stderr[-3000:]
+
+        wait_ready(url, ranker_logs)
         ready_seconds = time.monotonic() - started
 
         # The job stored a vector for every catalog item, under the ranker's encoder.

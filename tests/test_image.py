@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-import urllib.request
 import uuid
 
 import httpx
 import pytest
-from conftest import needs_podman
+from conftest import needs_podman, wait_ready
 
 from loadtest.service_process import free_port
 
@@ -37,16 +35,7 @@ def test_the_image_serves_its_bundle_as_non_root_without_torch(cpu_image, small_
            "-e", f"MOERANK_PORT={port}", "-e", "MOERANK_WARMUP_CALLS=1", image)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, podman("logs", name, check=False).stderr[-3000:]
-            time.sleep(0.5)
+        wait_ready(url, lambda: podman("logs", name, check=False).stderr[-3000:])
         example = json.loads((small_bundle[1] / "example_request.json").read_text())
         answer = httpx.post(f"{url}/v1/rank", json=example, timeout=30)
         assert answer.status_code == 200, answer.text
