@@ -94,7 +94,8 @@ LABEL org.moerank.make="embed-redis REDIS_URL=redis://redis:6379/0"
 RUN pip install ".[embed]"
 COPY export export
 COPY training/__init__.py training/
-COPY training/data/__init__.py training/data/catalog_file.py training/data/
+COPY training/data/__init__.py training/data/catalog_file.py training/data/spec.py training/data/
+COPY training/data/real/__init__.py training/data/real/readers.py training/data/real/
 # The encoder's fp32 variant only: the one the job encodes with (its --variant default).
 COPY --from=artifacts /app/artifacts/bundles/default/text_encoder/encoder.json \
      /app/artifacts/bundles/default/text_encoder/tokenizer.json \
