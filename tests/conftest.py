@@ -329,6 +329,9 @@ def image_context(small_bundle, small_log_dir, tmp_path_factory):
         "training/__init__.py",
         "training/data/__init__.py",
         "training/data/catalog_file.py",
+        "training/data/spec.py",
+        "training/data/real/__init__.py",
+        "training/data/real/readers.py",
     ):
         (context / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / name, context / name)
