@@ -44,10 +44,9 @@ from statistics import mean
 
 import numpy as np
 from prometheus_client import REGISTRY
-from serve_latency import Caller, closed_loop, numbers, open_loop, run_async, warm
+from serve_latency import drive, numbers, run_async, warm
 
 from contract.embeddings import load_embedding_store
-from loadtest.rawhttp import RawClient
 from loadtest.service_process import ServiceProcess
 from loadtest.traffic import Mix, Traffic, read_log
 from service.metrics import STAGES
@@ -93,16 +92,8 @@ def latency_row(seconds: list[float], answered: int, elapsed: float, errors: int
 
 async def server_point(name, service, traffic, sessions, concurrency, rate, args) -> dict:
     """One load point on one server: the client's latencies and the server's CPU per call."""
-    client = RawClient("127.0.0.1", service.port, concurrency or args.max_in_flight, args.timeout)
-    caller = Caller(client, traffic, sessions, f"127.0.0.1:{service.port}")
     cpu, started = process_cpu_s(service.proc.pid), time.perf_counter()
-    try:
-        if concurrency:
-            await closed_loop(caller, concurrency, args.seconds)
-        else:
-            await open_loop(caller, rate, args.seconds, args.max_in_flight)
-    finally:
-        client.close()
+    caller = await drive(service, traffic, sessions, concurrency, rate, args)
     elapsed = time.perf_counter() - started
     answered = len(caller.latencies) - caller.errors
     user, system = ((process_cpu_s(service.proc.pid) - cpu) / max(answered, 1) * 1e3).tolist()

@@ -161,24 +161,25 @@ async def open_loop(caller: Caller, rate: float, seconds: float, max_in_flight: 
         await asyncio.wait(in_flight, timeout=caller.client.timeout_s + 5)
 
 
+async def drive(service, traffic, sessions, concurrency, rate, args) -> Caller:
+    """One load point's calls: closed loop at `concurrency`, else open loop at `rate`."""
+    connections = concurrency or args.max_in_flight
+    client = RawClient("127.0.0.1", service.port, connections, timeout_s=args.timeout)
+    caller = Caller(client, traffic, sessions, f"127.0.0.1:{service.port}")
+    try:
+        if concurrency:
+            await closed_loop(caller, concurrency, args.seconds)
+        else:
+            await open_loop(caller, rate, args.seconds, args.max_in_flight)
+    finally:
+        client.close()
+    return caller
+
+
 def run_point(service, traffic, sessions, concurrency, rate, args) -> dict:
     """One measured point: the client's figures, its CPU, and the server's view."""
-    connections = concurrency or args.max_in_flight
-
-    async def run() -> Caller:
-        client = RawClient("127.0.0.1", service.port, connections, timeout_s=args.timeout)
-        caller = Caller(client, traffic, sessions, f"127.0.0.1:{service.port}")
-        try:
-            if concurrency:
-                await closed_loop(caller, concurrency, args.seconds)
-            else:
-                await open_loop(caller, rate, args.seconds, args.max_in_flight)
-        finally:
-            client.close()
-        return caller
-
     before, cpu, started = service.metrics(), time.process_time(), time.perf_counter()
-    caller = run_async(run())
+    caller = run_async(drive(service, traffic, sessions, concurrency, rate, args))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     server = breakdown(before, service.metrics())
     ms = np.array(caller.latencies) * 1e3
