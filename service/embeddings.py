@@ -25,7 +25,7 @@ from service.bundle import Bundle
 from service.cold_titles import ColdTitles
 from service.embedding_store import StoreUnavailable
 from service.lru import LRU
-from service.schemas import Item
+from service.rank_body import Item
 from service.store_generation import StoreGeneration
 
 

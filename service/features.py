@@ -10,8 +10,8 @@ import numpy as np
 
 from contract.features import OOV_INDEX, QUERY_ATTRIBUTES
 from service.bundle import Bundle
+from service.rank_body import RankRequest
 from service.rejections import Rejected
-from service.schemas import RankRequest
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The ranking pipeline, free of HTTP: parse -> item and query embeddings -> one onnxruntime
-call for the whole list -> sort -> top_n -> the response body."""
+"""The ranking pipeline, free of HTTP: parse (rank_body.py) -> item and query embeddings ->
+one onnxruntime call for the whole list -> sort -> top_n -> the response body."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from service.embeddings import Embeddings
 from service.events import NONE, Served, ServedRequests
 from service.features import ModelInputs, build_inputs
 from service.models_registry import ModelRegistry, Route
-from service.rejections import parse_json
-from service.schemas import RankRequest
+from service.rank_body import RankRequest, decode
 
 
 class Stopwatch:
@@ -86,7 +85,7 @@ class RankingService:
         """A /v1/rank JSON body -> the answer; Rejected on bad input. `request_id`: the
         caller's (X-Request-ID), else one is made; `ticket`: from batcher.expecting()."""
         watch = Stopwatch()
-        request = parse_json(RankRequest, body, self.context)
+        request = decode(body, self.limits.max_items)
         return await self.rank_request(request, request_id, watch, ticket)
 
     async def rank_request(

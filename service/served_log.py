@@ -69,7 +69,9 @@ def served_record(ranked: Ranked, has_vector: np.ndarray | None) -> ServedRecord
         unit=route.unit,
         user_id=request.user_id,
         session_id=request.session_id,
-        query=ServedQuery(**request.query.model_dump()),
+        query=ServedQuery(
+            **{name: getattr(request.query, name) for name in ServedQuery.model_fields}
+        ),
         items=items,
     )
 
