@@ -23,6 +23,7 @@ def tiny(monkeypatch, tmp_path, small_log_dir):
         xgboost_baseline=False,
     )
     monkeypatch.setitem(common.SIZES, "tiny", tiny_size)
+    monkeypatch.setitem(common.WECAN_SIZES, "tiny", tiny_size)
     monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
     return tmp_path
 
@@ -61,10 +62,25 @@ def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):
 
     models = wecan.table4(small_log, "tiny")
     wecan.figure2(models["can"], small_log, "tiny")
-    table4 = json.loads((tiny / "wecan_table4.json").read_text())["rows"]
-    assert {r["model"] for r in table4} == set(wecan.MODELS)
+    record = json.loads((tiny / "wecan_table4.json").read_text())
+    table4 = record["rows"]
+    references = {f"oracle_{n}" for n in ("bayes", "blind_sub", "blind_top", "blind_global")}
+    references |= {"logreg_per_top"}
+    assert {r["model"] for r in table4} == set(wecan.MODELS) | references
     assert {"all", "general"} <= {r["domain"] for r in table4}
     assert all(0.5 < r["auc"] < 1 for r in table4 if r["domain"] == "all")
+    cell = {(r["model"], r["domain"]): r for r in table4}
+    for domain in ("all", "general"):  # headroom of the AUC against the same platform's oracle
+        assert cell["oracle_blind_sub", domain]["headroom_share"] == pytest.approx(1.0)
+        assert cell["oracle_blind_global", domain]["headroom_share"] == pytest.approx(0.0)
+        assert cell["oracle_bayes", domain]["auc"] > cell["oracle_blind_global", domain]["auc"]
+    network = cell["can", "all"]
+    oracle = {n: cell[f"oracle_{n}", "all"]["auc"] for n in ("blind_global", "blind_sub")}
+    assert network["headroom_share"] == pytest.approx(
+        (network["auc"] - oracle["blind_global"]) / (oracle["blind_sub"] - oracle["blind_global"])
+    )
+    assert set(record["summary"]) == set(wecan.MODELS) | references
+    assert record["test_clicks"]["general"] > 0
     figure2 = json.loads((tiny / "wecan_figure2.json").read_text())["rows"]
     assert {r["field"] for r in figure2} == set(wecan.FIELDS)
     assert all(0 < r["weight"] < 1 for r in figure2)

@@ -136,7 +136,24 @@ def test_table3_writes_overall_and_per_scenario_rows(monkeypatch, tmp_path):
     hmoe.table3("tiny", tmp_path / "artifacts")
     record = json.loads((tmp_path / "hmoe_table3.json").read_text())
     overall = [r for r in record["rows"] if r["scenario"] == "all"]
-    assert [r["model"] for r in overall] == list(hmoe.MODELS)
+    references = [f"oracle_{n}" for n in ("bayes", "blind_sub", "blind_top", "blind_global")]
+    references += ["logreg_per_top"]
+    assert [r["model"] for r in overall] == references + list(hmoe.MODELS)
     assert all(0.5 < r["ctcvr_auc"] < 1 for r in overall)
     scenarios = {r["scenario"] for r in record["rows"]} - {"all"}
     assert len(scenarios) >= 3  # the log's countries, each with its own figures
+    cell = {(r["model"], r["scenario"]): r for r in record["rows"]}
+    assert cell["oracle_blind_sub", "all"]["headroom_share"] == pytest.approx(1.0)
+    assert cell["oracle_blind_global", "all"]["headroom_share"] == pytest.approx(0.0)
+    # The oracle ranks CTCVR by the true P(click) x P(purchase | click), above chance.
+    assert cell["oracle_bayes", "all"]["ctcvr_auc"] > 0.6
+    assert cell["oracle_bayes", "all"]["ctr_gauc"] > cell["oracle_blind_global", "all"]["ctr_gauc"]
+    for scenario in scenarios:  # every row's share is against its own scenario's oracle
+        hmoe_row, low, high = (cell[m, scenario] for m in
+                               ("hmoe", "oracle_blind_global", "oracle_blind_sub"))  # fmt: skip
+        if high["ctr_gauc"] > low["ctr_gauc"]:
+            expected = (hmoe_row["ctr_gauc"] - low["ctr_gauc"]) / (
+                high["ctr_gauc"] - low["ctr_gauc"]
+            )
+            assert hmoe_row["headroom_share"] == pytest.approx(expected)
+    assert "logreg_per_top" in record["summary"] and "hmoe" in record["ctr_gauc_by_scenario"]

@@ -2,10 +2,14 @@
 
 python -m training.experiments.hmoe --size small|full
 Writes results/hmoe_table3.json: rows {model, seed, scenario, ctr_gauc, ctr_ndcg_at_10,
-ctcvr_auc} with scenario "all" and each scenario (country) of the log. Models: BaseDNN (one
-bottom, one tower), IMMoE (MMoE with a gate and tower per scenario), HDNN (BaseDNN + the
-stacked scenario gate), NoStopGrad-HMoE and HMoE. The log is the mlpr one (labels 6x denser),
-so purchases number in the thousands at full size; ranking is by pCTR x pCVR.
+ctcvr_auc, headroom_share} with scenario "all" and each scenario (country) of the log.
+Models: BaseDNN (one bottom, one tower), IMMoE (MMoE with a gate and tower per scenario),
+HDNN (BaseDNN + the stacked scenario gate), NoStopGrad-HMoE and HMoE. The log is the mlpr one
+(labels 6x denser), so purchases number in the thousands at full size; ranking is by
+pCTR x pCVR. Beside them (references.reference_scores, no seed): the oracle rankings
+oracle_<ranking> (CTCVR ranked by the true P(click) x P(purchase | click)) and the
+per-top-category logistic regression logreg_per_top (one for click, one for purchase). Every
+row's headroom_share is of its CTR GAUC, against the oracle rows of its scenario.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ import numpy as np
 
 from contract import schema
 from training.experiments.common import MULTITASK_SIZES, data_dir, experiment_args, mean_std
+from training.experiments.references import (
+    add_headroom_shares,
+    model_order,
+    print_table,
+    reference_scores,
+)
 from training.fitting import fit, prepare
 from training.metrics import breakdown, per_session_ndcg
 from training.results import write_results
@@ -50,30 +60,44 @@ def table3(size: str, artifacts: Path) -> list[dict]:
     prepared = prepare(data_dir(spec, artifacts), tasks=TASKS, progress=False)
     test, labels = prepared.test, prepared.test.labels.numpy()
     scenarios = prepared.test_frame[schema.SCENARIO].to_numpy().astype(str)
-    rows = []
+
+    def rows_of(name: str, scores: np.ndarray, **extra) -> list[dict]:
+        return [
+            {"model": name, **extra, "scenario": key, **cells}
+            for keys in (np.full(len(labels), "all"), scenarios)
+            for key, cells in figures(labels, scores, test.sessions, keys).items()
+        ]
+
+    def report(rows: list[dict], seeds: list[int]) -> list[dict]:
+        """Write the table so far (after each seed, so a cut-short run leaves its rows)."""
+        rows = add_headroom_shares(rows, "ctr_gauc", "scenario")
+        overall = [r for r in rows if r["scenario"] == "all"]
+        names = model_order(overall, MODELS)
+        title = f"Table 3 ({size}): mean ± std over seeds {seeds}, references first"
+        summary = print_table(title, overall, names, METRICS)
+        by_scenario = {
+            name: {key: mean_std([r["ctr_gauc"] for r in rows if r["model"] == name
+                                  and r["scenario"] == key]) for key in sorted(set(scenarios))}
+            for name in names
+        }  # fmt: skip
+        extra = {"size": size, "seeds_done": seeds, "summary": summary,
+                 "ctr_gauc_by_scenario": by_scenario, "paper": PAPER_TABLE3}  # fmt: skip
+        write_results("hmoe_table3", rows, extra)
+        return rows
+
+    references, info = reference_scores(prepared, TASKS)
+    rows = [r for name, s in references.items() for r in rows_of(name, s, **info.get(name, {}))]
     for seed in spec.seeds:
         for name in MODELS:
             model, _ = fit(
                 prepared, name, {"tasks": TASKS}, spec.train_config(seed), progress=False
             )
-            scores = predict(model, test)
-            for keys in (np.full(len(labels), "all"), scenarios):
-                for key, cells in figures(labels, scores, test.sessions, keys).items():
-                    rows.append({"model": name, "seed": seed, "scenario": key, **cells})
+            rows += rows_of(name, predict(model, test), seed=seed)
             print(f"  {name} seed {seed} done", flush=True)
-    summary = {
-        name: {m: mean_std([r[m] for r in rows if r["model"] == name and r["scenario"] == "all"])
-               for m in METRICS}
-        for name in MODELS
-    }  # fmt: skip
-    write_results("hmoe_table3", rows, {"size": size, "summary": summary, "paper": PAPER_TABLE3})
-    print(f"\nTable 3 ({size}): mean ± std over seeds {spec.seeds}; paper CTR figures in []")
-    for name in MODELS:
-        paper = PAPER_TABLE3[name]
-        cells = [summary[name][m] for m in METRICS]
-        print(f"  {name:<18} GAUC {cells[0]} [{paper[0]}]  NDCG@10 {cells[1]} [{paper[1]}]  "
-              f"CTCVR AUC {cells[2]}")  # fmt: skip
-    return rows
+        table = report(rows, list(spec.seeds[: spec.seeds.index(seed) + 1]))
+    print("paper CTR GAUC / NDCG@10: "
+          + ", ".join(f"{n} {g} / {d}" for n, (g, d) in PAPER_TABLE3.items()))  # fmt: skip
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,19 @@
 attention weights of price and brand features (Figure 2).
 
 python -m training.experiments.wecan --size small|full
-Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc}) and
+Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc,
+headroom_share}) and
 results/wecan_figure2.json + .png (rows {domain, field, weight}: mean attention weight of a field
 on the test set, per platform). The generated log's platforms are the paper's three
-(general A, high-end B, budget C; traffic 100:10:1) with brand mattering more on high-end and
-price on budget (training/data/simulator/generator.py). All platforms train jointly (the paper pairs A
-with B and with C); Deep & Cross on all data stands for the models without transfer design.
+(general A, high-end B, budget C) with brand mattering more on high-end and price on budget
+(training/data/simulator/generator.py); the budget platform's traffic is raised so its test
+split has >= 1,000 clicks at full size (common.WECAN_SIZES). All platforms train jointly (the
+paper pairs A with B and with C); Deep & Cross on all data stands for the models without
+transfer design. Beside them (references.reference_scores, no seed): the oracle rankings
+oracle_<ranking> and the per-top-category logistic regression logreg_per_top (its inputs
+include platform one-hots and their products with the numeric features). Every row's
+headroom_share is of its AUC (the figure Table 4 ranks), against the oracle rows' AUC on the
+same platform.
 """
 
 from __future__ import annotations
@@ -16,7 +23,19 @@ import numpy as np
 import torch
 
 from contract import schema
-from training.experiments.common import SIZES, experiment_args, mean_std, prepare_size, run_seeds
+from training.experiments.common import (
+    WECAN_SIZES,
+    experiment_args,
+    mean_std,
+    prepare_size,
+    run_seeds,
+)
+from training.experiments.references import (
+    add_headroom_shares,
+    model_order,
+    print_table,
+    reference_scores,
+)
 from training.metrics import breakdown
 from training.results import results_dir, write_results
 from training.trainer import predict
@@ -28,30 +47,57 @@ PAPER_TABLE4 = {"Self-train (CAN-s)": (0.7456, 0.6734), "TL-WD": (0.7460, 0.6891
                 "WE-CAN": (0.7489, 0.7011)}  # fmt: skip
 
 
+def figures(labels: np.ndarray, scores: np.ndarray, sessions: np.ndarray, keys) -> dict:
+    """labels, scores [n] (click) -> {key: {"auc", "session_auc"}} per key of `keys`."""
+    one_session = np.zeros(len(labels), np.int8)  # breakdown's per-key figure is then the AUC
+    auc = breakdown(labels, scores, one_session, keys)
+    gauc = breakdown(labels, scores, sessions, keys)
+    return {key: {"auc": auc[key][0], "session_auc": gauc[key][0]} for key in auc}
+
+
 def table4(prepared, size: str) -> dict:
-    test, spec = prepared.test, SIZES[size]
+    test, spec = prepared.test, WECAN_SIZES[size]
     domains = prepared.test_frame[schema.PLATFORM].to_numpy().astype(str)
     labels = test.labels.numpy()[:, 0]
-    one_session = np.zeros(len(labels), np.int8)  # breakdown's per-key figure is then the AUC
-    rows, models = [], {}
+
+    def rows_of(name: str, scores: np.ndarray, **extra) -> list[dict]:
+        return [
+            {"model": name, **extra, "domain": key, **cells}
+            for keys in (np.full(len(labels), "all"), domains)
+            for key, cells in figures(labels, scores[:, 0], test.sessions, keys).items()
+        ]
+
+    order = ["all", *sorted(set(map(str, domains)))]
+    clicks = {d: int(labels[domains == d].sum()) for d in order[1:]}
+
+    def report(rows: list[dict], done: list[str]) -> None:
+        """Write the table so far (after each model, so a cut-short run leaves its rows)."""
+        rows = add_headroom_shares(rows, "auc", "domain")
+        names = model_order(rows, done)
+        title = f"Table 4 ({size}, {', '.join(done) or 'references'}): seeds {spec.seeds}"
+        overall = print_table(title, [r for r in rows if r["domain"] == "all"], names,
+                              ("auc", "session_auc"))  # fmt: skip
+        summary, headroom = (
+            {name: {d: mean_std([r[figure] for r in rows if r["model"] == name
+                                 and r["domain"] == d]) for d in order} for name in names}
+            for figure in ("auc", "headroom_share")
+        )  # fmt: skip
+        extra = {"size": size, "models_done": done, "summary": summary, "headroom_share":
+                 headroom, "overall": overall, "test_clicks": clicks, "paper": PAPER_TABLE4}  # fmt: skip
+        write_results("wecan_table4", rows, extra)
+        print(f"AUC by platform (test clicks {clicks})")
+        for name in names:
+            print(f"  {name:<20} " + "  ".join(f"{d}: {summary[name][d]}" for d in order))
+
+    references, info = reference_scores(prepared, ("click",))
+    rows = [r for name, s in references.items() for r in rows_of(name, s, **info.get(name, {}))]
+    models = {}
     for name in MODELS:
         runs = run_seeds(prepared, spec, name, spec.seeds)
         models[name] = runs[0][0]
         for seed, (model, _) in zip(spec.seeds, runs):
-            scores = predict(model, test)[:, 0]
-            for keys in (np.full(len(labels), "all"), domains):
-                auc = breakdown(labels, scores, one_session, keys)
-                gauc = breakdown(labels, scores, test.sessions, keys)
-                rows += [{"model": name, "seed": seed, "domain": domain, "auc": auc[domain][0],
-                          "session_auc": gauc[domain][0]} for domain in auc]  # fmt: skip
-        print(f"  {name} done", flush=True)
-    order = ["all", *sorted(set(map(str, domains)))]
-    summary = {name: {d: mean_std([r["auc"] for r in rows if r["model"] == name
-                                   and r["domain"] == d]) for d in order} for name in MODELS}  # fmt: skip
-    write_results("wecan_table4", rows, {"size": size, "summary": summary, "paper": PAPER_TABLE4})
-    print(f"\nTable 4 ({size}): AUC by platform, mean ± std over seeds {spec.seeds}")
-    for name in MODELS:
-        print(f"  {name:<16} " + "  ".join(f"{d}: {summary[name][d]}" for d in order))
+            rows += rows_of(name, predict(model, test), seed=seed)
+        report(rows, list(models))
     return models
 
 
@@ -101,8 +147,8 @@ def plot_figure2(rows: list[dict], platforms: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = experiment_args("wecan", __doc__, SIZES, argv)
-    prepared = prepare_size(SIZES[args.size], args.artifacts)
+    args = experiment_args("wecan", __doc__, WECAN_SIZES, argv)
+    prepared = prepare_size(WECAN_SIZES[args.size], args.artifacts)
     models = table4(prepared, args.size)
     figure2(models["can"], prepared, args.size)
 
