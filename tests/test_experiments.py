@@ -134,6 +134,21 @@ def test_table2_merge_fills_one_table_from_separate_runs(tiny, small_log):
     assert set(table2["tuning"]) == {"dnn", "moe"}
 
 
+def test_a_sizes_results_suffix_names_its_own_table2_file(tiny, monkeypatch):
+    """full-long (and full-quick-h0) write beside full-quick's table, never over it."""
+    assert common.SIZES["full-long"].results_suffix == "_long"
+    assert common.SIZES["full-long"].data == common.SIZES["full-quick"].data
+    monkeypatch.setitem(
+        common.SIZES, "tiny-long", replace(common.SIZES["tiny"], results_suffix="_long")
+    )
+    row = {"model": "dnn", "seed": 0, "session_auc": 0.7}
+    adv_hsc_moe.write_table2(
+        "click", [row], {"size": "tiny-long", "task": "click"}, ("dnn",), False
+    )
+    assert json.loads((tiny / "adv_hsc_moe_table2_click_long.json").read_text())["rows"] == [row]
+    assert not (tiny / "adv_hsc_moe_table2_click.json").exists()
+
+
 def test_table2_diagnosis_appends_variants_and_the_regressions_parts(tiny, small_log, monkeypatch):
     from training.experiments import table2_diagnosis
 

@@ -113,11 +113,11 @@ def table2(
 def write_table2(
     task: str, rows: list[dict], extra: dict, models, merge: bool, summarise: bool = False
 ) -> None:
-    """Write results/adv_hsc_moe_table2_<task>.json; with merge, beside the rows of other
+    """Write results/adv_hsc_moe_table2_<task><the size's results_suffix>.json; with merge, beside the rows of other
     (model, seed) runs of the same size and task in the file (under an exclusive lock); a
     reference (oracle, baseline) from this run replaces the file's. With summarise, print the
     table and the gates and store the summary."""
-    name = f"adv_hsc_moe_table2_{task}"
+    name = f"adv_hsc_moe_table2_{task}{SIZES[extra['size']].results_suffix}"
     path = results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as held:

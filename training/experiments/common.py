@@ -55,6 +55,9 @@ class Size:
     xgboost_rounds: int = 200
     finetune_steps: int = 0  # steps of joint training with the text encoder's last layer
     finetune_seeds: tuple[int, ...] = ()  # fine-tuning is slow: fewer seeds
+    # Appended to a table's results name (adv_hsc_moe_table2_<task><suffix>.json), so a
+    # variant of a size's table does not replace the size's own.
+    results_suffix: str = ""
 
     def options(self, overrides: dict | None = None) -> dict:
         """A recipe's options at this size: its towers, then the experiment's own."""
@@ -112,6 +115,16 @@ SIZES["full-quick-h0"] = replace(
     SIZES["full-quick"],
     data=GeneratorConfig(impressions=1_000_000, category_heterogeneity=0.0),
     log_name="full-h0",
+    results_suffix="_h0",
+)
+# full-quick's data, towers and trial with a longer budget (the gated models were still
+# improving on validation at full-quick's 10-epoch cap): up to 30 epochs of 400 steps,
+# patience 4.
+SIZES["full-long"] = replace(
+    SIZES["full-quick"],
+    train=replace(SIZES["full-quick"].train, epochs=30, patience=4),
+    sweep_epochs=30,
+    results_suffix="_long",
 )
 # WE-CAN's log: the same world with the budget platform's traffic raised from 1 to 60 (of
 # general 100 : high-end 10), so the full log's test split has 1,000 budget clicks (at 1
