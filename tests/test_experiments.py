@@ -165,3 +165,22 @@ def test_table2_diagnosis_appends_variants_and_the_regressions_parts(tiny, small
     assert len(names) == 6
     assert all(0 < r["session_auc"] < 1 for r in rows)  # 3 steps: a figure, not a good one
     assert [r["gate"] for r in rows if r["variant"] == "moe_linear"][0]["softmax_entropy"] > 0
+
+
+def test_a_diagnosis_variants_lr_is_the_runs_learning_rate(tiny, small_log, monkeypatch):
+    from training.experiments import table2_diagnosis
+
+    configs = []
+
+    def recording_fit(prepared, recipe, options, train, **kwargs):
+        configs.append((options, train))
+        return fit(prepared, recipe, options, train, **kwargs)
+
+    fit = table2_diagnosis.fit
+    monkeypatch.setattr(table2_diagnosis, "fit", recording_fit)
+    oracle = table2_diagnosis.oracle_metrics(small_log.data_dir, small_log.test_frame, "click")
+    row = table2_diagnosis.run_variant(small_log, "tiny", "moe_expert_lr_x3", 0, 3, 1, oracle)
+    options, train = configs[0]
+    assert train.lr == 9e-3 and "lr" not in options
+    assert options["gate_lr_scale"] * train.lr == pytest.approx(3e-2)  # the gate's lr stays
+    assert row["options"]["lr"] == 9e-3
