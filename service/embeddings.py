@@ -72,8 +72,8 @@ class ItemEmbeddings:
         keys = list(map(prefix.__add__, [item.id for item in items]))
         cached = self.cache.get_many(keys)
         misses = list(compress(range(len(keys)), map(is_, cached, repeat(None))))
-        if not misses:
-            np.stack(cached, out=out)  # one copy of float32 rows, not one per row
+        if not misses:  # one copy of the float32 rows (np.stack makes a view per row first)
+            np.concatenate(cached, out=out.reshape(-1))
         elif len(misses) < len(items):
             hits = [row for row, vector in enumerate(cached) if vector is not None]
             out[hits] = [cached[row] for row in hits]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import itemgetter
 
 import numpy as np
 
@@ -32,8 +31,8 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     request, and a model that reads none answers a request that has none.
 
     Unknown numeric or categorical feature names are a 422: a typo must not silently turn
-    into an imputed value. No Python statement runs per item: each pass over the items is a
-    C-level map (the request's values over the defaults, then the model's columns in order),
+    into an imputed value. No Python statement runs per item: the matrices are built one
+    model column at a time by C-level passes over the items (dict.get with the default),
     because a statement per item and feature costs ~0.2 ms for 100 items.
     """
     query = request.query
@@ -45,37 +44,32 @@ def build_inputs(bundle: Bundle, request: RankRequest) -> ModelInputs:
     ]
     features = [item.features for item in request.items]
     categorical = [item.categorical for item in request.items]
-    numeric = _over_defaults(
-        features, dict(zip(bundle.numeric_names, bundle.numeric_means.tolist()))
-    )
-    categories = _over_defaults(categorical, dict.fromkeys(f.name for f in bundle.item_fields))
-    if numeric is None or categories is None:
+    if not (
+        set().union(*features) <= bundle.numeric_index.keys()
+        and set().union(*categorical) <= {field.name for field in bundle.item_fields}
+    ):
         raise _first_unknown(bundle, features, categorical)
-    items, width = len(features), len(bundle.item_fields)
+    items = len(features)
+    numeric = [
+        map(dict.get, features, repeat(name), repeat(mean))
+        for name, mean in zip(bundle.numeric_names, bundle.numeric_means.tolist())
+    ]
+    numeric_matrix = np.fromiter(
+        chain.from_iterable(zip(*numeric)), np.float32, items * len(numeric)
+    ).reshape(items, len(numeric))
     codes = [
-        map(field.lookup.get, map(itemgetter(field.name), categories), repeat(OOV_INDEX))
+        map(field.lookup.get, map(dict.get, categorical, repeat(field.name)), repeat(OOV_INDEX))
         for field in bundle.item_fields
     ]
-    item_cat = np.fromiter(chain.from_iterable(zip(*codes)), np.int64, items * width)
-    item_cat = item_cat.reshape(items, width)
-    numeric_names = bundle.numeric_names
-    values = map(itemgetter(*numeric_names), numeric) if numeric_names else ()
-    if len(numeric_names) > 1:  # itemgetter of one name returns the bare value
-        values = chain.from_iterable(values)
-    numeric_matrix = np.fromiter(values, np.float32, items * len(numeric_names))
+    item_cat = np.fromiter(chain.from_iterable(zip(*codes)), np.int64, items * len(codes))
+    item_cat = item_cat.reshape(items, len(codes))
     return ModelInputs(
         request_cat=np.array(request_codes, np.int64).reshape(1, len(request_codes)),
         item_cat=item_cat,
-        numeric=numeric_matrix.reshape(items, len(numeric_names)),
+        numeric=numeric_matrix,
         imputed_features=numeric_matrix.size - sum(map(len, features)),
         oov_categories=request_codes.count(OOV_INDEX) + int((item_cat == OOV_INDEX).sum()),
     )
-
-
-def _over_defaults(given: list[dict], defaults: dict) -> list[dict] | None:
-    """Each dict's values over `defaults`; None when one names a key outside them."""
-    merged = list(map(defaults.__or__, given))
-    return merged if set(map(len, merged)) <= {len(defaults)} else None
 
 
 def _first_unknown(bundle: Bundle, features: list[dict], categorical: list[dict]) -> Rejected:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cache
+from operator import attrgetter
 
+import msgspec
 import numpy as np
-import orjson
 
 from service import metrics
 from service.batcher import Batcher, Ticket
@@ -162,6 +164,22 @@ def finite_scores(
     return scores, np.nan_to_num(expert_weight, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+class RankedItem(msgspec.Struct):
+    """One answered item, encoded by msgspec without a dict per item (schemas.RankedItem is
+    its documented schema)."""
+
+    id: str
+    score: float
+    scores: msgspec.Struct  # task_scores(tasks): {task: probability}
+
+
+@cache
+def task_scores(tasks: tuple[str, ...]) -> type[msgspec.Struct]:
+    """A Struct encoding as {task: probability, ...} in the bundle's task order."""
+    fields = [f"task{n}" for n in range(len(tasks))]
+    return msgspec.defstruct("TaskScores", fields, rename=dict(zip(fields, tasks)))
+
+
 def respond(
     route: Route,
     request_id: str,
@@ -176,14 +194,9 @@ def respond(
     then per-task probabilities), experts and degradations."""
     bundle = route.bundle
     final = bundle.final_score(scores)
-    items = request.items
-    tasks = bundle.tasks
-    ranked = [
-        {"id": items[row].id, "score": score, "scores": dict(zip(tasks, task_scores))}
-        for row, score, task_scores in zip(
-            order.tolist(), final[order].tolist(), scores[order].tolist()
-        )
-    ]
+    ids = map(request.items.__getitem__, order.tolist())
+    per_task = map(task_scores(tuple(bundle.tasks)), *scores[order].T.tolist())
+    ranked = list(map(RankedItem, map(attrgetter("id"), ids), final[order].tolist(), per_task))
     experts = [
         {"index": index, "weight": weight}
         for index, weight in zip(expert_index.tolist(), expert_weight.tolist())
@@ -194,7 +207,7 @@ def respond(
         "experiment": route.experiment,
         "variant": route.variant,
     }
-    return orjson.dumps(
+    return ENCODER.encode(
         {
             "request_id": request_id,
             "model": model,
@@ -203,3 +216,6 @@ def respond(
             "degraded": degraded,
         }
     )
+
+
+ENCODER = msgspec.json.Encoder()
