@@ -168,3 +168,37 @@ def test_admin_routes_are_closed_without_a_configured_token():
     answer = client.post("/admin/reload", headers={"authorization": "Bearer "})
     assert answer.status_code == 403
     assert answer.json()["detail"][0]["field"] == "authorization"
+
+
+def test_writes_of_one_loop_turn_leave_as_one_and_close_sends_them_first():
+    from service.http_protocol import CoalescedWrites
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, data):
+            self.calls.append(("write", data))
+
+        def close(self):
+            self.calls.append(("close", None))
+
+        def is_closing(self):
+            return False
+
+    async def run():
+        transport = Recorder()
+        writes = CoalescedWrites(transport, asyncio.get_running_loop())
+        writes.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        writes.write(b"{}")
+        assert transport.calls == []  # held to the end of this turn
+        await asyncio.sleep(0)
+        assert transport.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\n{}")]
+        writes.write(b"bye")
+        writes.close()
+        assert transport.calls[1:] == [("write", b"bye"), ("close", None)]
+        await asyncio.sleep(0)
+        assert len(transport.calls) == 3  # nothing sent twice
+        assert writes.is_closing() is False  # the rest is the transport's own
+
+    asyncio.run(run())
