@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import is_
+from operator import attrgetter, is_
 
 import numpy as np
 
@@ -67,19 +67,19 @@ class ItemEmbeddings:
     async def __call__(self, bundle: Bundle, items: Sequence[Item], degraded: dict) -> np.ndarray:
         """[B, D] float32 item embeddings; `degraded` gets what had to be done without."""
         degraded["embedding_store"] = self.generation.state
-        out = np.zeros((len(items), bundle.text_dim), np.float32)
         prefix = item_key(self.key_prefix, bundle.encoder_id, "")
-        keys = list(map(prefix.__add__, [item.id for item in items]))
+        keys = list(map(prefix.__add__, map(attrgetter("id"), items)))
         cached = self.cache.get_many(keys)
         misses = list(compress(range(len(keys)), map(is_, cached, repeat(None))))
+        metrics.labelled(metrics.EMBEDDING_LOOKUPS, "lru", "hit").inc(len(items) - len(misses))
         if not misses:  # one copy of the float32 rows (np.stack makes a view per row first)
+            out = np.empty((len(items), bundle.text_dim), np.float32)
             np.concatenate(cached, out=out.reshape(-1))
-        elif len(misses) < len(items):
+            return out
+        out = np.zeros((len(items), bundle.text_dim), np.float32)
+        if len(misses) < len(items):
             hits = [row for row, vector in enumerate(cached) if vector is not None]
             out[hits] = [cached[row] for row in hits]
-        metrics.labelled(metrics.EMBEDDING_LOOKUPS, "lru", "hit").inc(len(items) - len(misses))
-        if not misses:
-            return out
         metrics.EMBEDDING_LOOKUPS.labels("lru", "miss").inc(len(misses))
         still = await self._from_store(bundle, keys, misses, out, degraded)
         cold = {row: (keys[row], items[row].title) for row in still if items[row].title}

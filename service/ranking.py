@@ -156,9 +156,9 @@ def finite_scores(
     """Feature values inside float32 can still overflow inside the graph (1e38 times a
     weight): such rows score 0 on every task, rank last and are counted, never answered as
     null (which the response schema does not allow)."""
-    finite = np.isfinite(scores).all(axis=1)
-    if finite.all():
+    if np.isfinite(scores.sum()):  # probabilities: the sum is finite unless one is not
         return scores, expert_weight
+    finite = np.isfinite(scores).all(axis=1)
     degraded["non_finite_scores"] = int((~finite).sum())
     scores = np.where(finite[:, None], scores, 0.0).astype(scores.dtype)
     return scores, np.nan_to_num(expert_weight, nan=0.0, posinf=0.0, neginf=0.0)
