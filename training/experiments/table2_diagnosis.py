@@ -50,6 +50,7 @@ VARIANTS = {
     # each expert trained on more rows) or 3x the experts' learning rate (9e-3; the gate's
     # stays 3e-2). "lr" sets the run's learning rate, not a model option.
     "moe_gate_lr_x1": ("moe", {"gate_lr_scale": 1.0}),
+    "adv_hsc_moe_gate_lr_x1": ("adv_hsc_moe", {"gate_lr_scale": 1.0}),
     "moe_expert_lr_x3": ("moe", {"lr": 9e-3, "gate_lr_scale": 10.0 / 3}),
     "dnn_lr_x3": ("dnn", {"lr": 9e-3}),
 }
