@@ -41,8 +41,9 @@ def errors(*codes: int) -> dict:
 
 def document_bodies(app: FastAPI, models: list, max_items: int) -> None:
     """Put the request models of self-parsing routes into the OpenAPI components, so /docs
-    shows them: those routes read raw bytes (pydantic's JSON parser is several times faster
-    than json.loads + validation, and takes the max-items context). Built again when the
+    shows them: those routes read raw bytes (POST /v1/rank through msgspec, rank_body.py; the
+    others through pydantic's JSON parser, several times faster than json.loads + validation,
+    with the max-items context). Built again when the
     served bundle changes, since the feature names are the bundle's."""
     build = app.openapi
     built_for: list = [None]
