@@ -18,10 +18,14 @@ def _git(*args: str) -> str:
 
 
 def _git_commit() -> str:
-    """HEAD, with "-dirty" when tracked files differ from it (figures from a modified tree)."""
+    """HEAD, with "-dirty" when tracked files differ from it (figures from a modified tree).
+    results/ does not count: an experiment that writes its table as it goes (after each seed
+    or model) would otherwise mark its own later writes dirty."""
     try:
         commit = _git("rev-parse", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        dirty = _git(
+            "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"
+        )
     except (OSError, subprocess.CalledProcessError):
         return "uncommitted"
     return commit + ("-dirty" if dirty else "")
