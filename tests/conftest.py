@@ -383,3 +383,12 @@ def stack_images(image_context, cpu_image) -> dict[str, str]:
     """The compose stack's images: the ranker (cpu), the embeddings job and Redis."""
     build_images(image_context, "embed", "redis")
     return PODMAN_TAGS
+
+
+def dicts_in(value) -> list[dict]:
+    """Every JSON object inside `value`, itself included."""
+    if isinstance(value, dict):
+        return [value] + [d for v in value.values() for d in dicts_in(v)]
+    if isinstance(value, list):
+        return [d for v in value for d in dicts_in(v)]
+    return []

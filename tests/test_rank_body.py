@@ -11,6 +11,7 @@ import pytest
 from service.rank_body import decode
 from service.rejections import Rejected, parse_json
 from service.schemas import FLOAT32_MAX, RankRequest
+from tests.conftest import dicts_in
 
 MAX_ITEMS = 5
 BODY = {
@@ -111,14 +112,6 @@ def test_the_decoder_gives_the_documented_schema_verdict(case):
     verdict = documented(CASES[case])
     assert decoded(CASES[case]) == verdict
     assert isinstance(verdict, dict) == case.startswith("valid"), verdict
-
-
-def dicts_in(value) -> list[dict]:
-    if isinstance(value, dict):
-        return [value] + [d for v in value.values() for d in dicts_in(v)]
-    if isinstance(value, list):
-        return [d for v in value for d in dicts_in(v)]
-    return []
 
 
 def test_randomly_damaged_bodies_get_the_same_verdict_from_both():

@@ -18,6 +18,7 @@ from contract.embeddings import load_embedding_store
 from loadtest.server_metrics import metric_delta
 from loadtest.service_process import ServiceProcess
 from service.text_encoder import OnnxTextEncoder
+from tests.conftest import dicts_in
 
 MAX_BODY = 200_000
 ADMIN = {"authorization": "Bearer test-e2e-admin"}
@@ -303,15 +304,6 @@ def test_body_over_the_limit_is_413_with_or_without_content_length(server, examp
     chunked = httpx.post(f"{url}/v1/rank", content=chunks(), headers=headers)
     assert chunked.status_code == 413
     assert chunked.json()["detail"][0]["field"] == "body"
-
-
-def dicts_in(value) -> list[dict]:
-    """Every JSON object inside `value`, itself included."""
-    if isinstance(value, dict):
-        return [value] + [d for v in value.values() for d in dicts_in(v)]
-    if isinstance(value, list):
-        return [d for v in value for d in dicts_in(v)]
-    return []
 
 
 def test_no_input_produces_a_5xx(server, example):
