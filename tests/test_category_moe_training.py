@@ -29,3 +29,20 @@ def test_checkpoint_round_trip_predicts_the_same(small_log, tmp_path):
     assert meta["name"] == "adv_hsc_moe"
     assert (predict(loaded, small_log.test) == predict(model, small_log.test)).all()
     assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 1
+
+
+def test_lr_halves_after_each_epoch_without_a_better_validation_auc(small_log):
+    torch.set_num_threads(1)
+    config = TrainConfig(epochs=6, lr=3e-2, batch_size=512, patience=6, lr_decay=0.5)
+    _, metrics = fit(small_log, "dnn", SMALL, config, progress=False)
+    history = metrics["history"]
+    assert len(history) == 6
+    expected, best = config.lr, -1.0
+    for record in history:
+        assert record["lr"] == pytest.approx(expected), history
+        if record["valid_session_auc"] <= best:
+            expected *= 0.5
+        best = max(best, record["valid_session_auc"])
+    # lr 3e-2 over 6 epochs of a small log overfits: at least one epoch must not improve,
+    # otherwise this test checks nothing
+    assert history[-1]["lr"] < config.lr, history

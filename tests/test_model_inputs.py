@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import pytest
 import torch
 from conftest import make_inputs, make_spec
 
@@ -46,6 +47,24 @@ def test_category_match_is_one_exactly_where_the_item_is_in_the_query_category()
     one = {**inputs, "request_cat": inputs["request_cat"][:1]}
     rows = {**inputs, "request_cat": inputs["request_cat"][:1].expand(40, -1)}
     assert torch.equal(block(one)[1], block(rows)[1])
+
+
+def test_an_unread_item_field_changes_nothing_and_has_no_table():
+    spec = shared_category_spec()
+    first = spec.item_categorical[0].name
+    block = InputBlock(spec, embedding_dim=4, text_proj=0, unread_item_fields=(first,))
+    assert len(block.item_embeddings.tables) == len(spec.item_categorical) - 1
+    assert block.item_dim == InputBlock(spec, 4, 0).item_dim - 4
+    inputs = make_inputs(spec, requests=8, items=8)
+    _, before = block(inputs)
+    inputs["item_cat"][:, 0] = (inputs["item_cat"][:, 0] + 1) % spec.item_categorical[0].cardinality
+    _, after = block(inputs)
+    assert torch.equal(before, after)
+
+
+def test_an_unknown_unread_field_is_an_error():
+    with pytest.raises(ValueError, match="not among"):
+        InputBlock(make_spec(), 4, 0, unread_item_fields=("colour",))
 
 
 def test_linear_experts_start_as_their_towers_and_then_add_a_linear_map():

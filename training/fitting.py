@@ -111,6 +111,7 @@ def fit(
             {
                 "epoch": r["epoch"],
                 "task_loss": round(r["task_loss"], 6),
+                "lr": r["lr"],
                 "valid_session_auc": round(r["valid"]["mean_session_auc"], 6),
             }
             for r in result.history

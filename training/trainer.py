@@ -27,6 +27,9 @@ class TrainConfig:
     lr: float = 1e-4  # adv-hsc-moe §5.1.4
     weight_decay: float = 1e-2
     patience: int = 2  # epochs without a better validation session AUC before stopping
+    # < 1: the learning rate is multiplied by it after each epoch without a better validation
+    # session AUC (ReduceLROnPlateau, patience 0), so a run that stalls takes smaller steps
+    lr_decay: float = 1.0
     seed: int = 0
     max_steps_per_epoch: int = 0  # 0: whole epoch
     eval_batch_size: int = 8192
@@ -135,6 +138,11 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameter_groups(config.lr), lr=config.lr, weight_decay=config.weight_decay
     )
+    plateau = None
+    if config.lr_decay < 1.0:
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.lr_decay, patience=0, threshold=0.0
+        )
     generator = torch.Generator().manual_seed(config.seed)
     best = TrainResult(best_valid_auc=-1.0, best_epoch=-1)
     best_state = None
@@ -174,10 +182,13 @@ def train(
         record = {
             "epoch": epoch,
             "seconds": round(time.perf_counter() - started, 2),
+            "lr": optimizer.param_groups[0]["lr"],
             **{k: v / steps_per_epoch for k, v in totals.items()},
             "valid": metrics,
         }
         best.history.append(record)
+        if plateau is not None:
+            plateau.step(metrics["mean_session_auc"])
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()

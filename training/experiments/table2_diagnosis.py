@@ -29,6 +29,14 @@ from training.results import results_dir, write_results
 NAME = "adv_hsc_moe_table2_diagnosis"
 _OFF = {"category_match": False, "linear_experts": False}  # the recipes before issue 12
 _GATE = {"gate_lr_scale": 10.0}  # the full-quick size's tuning trial for a gated model
+_GATE_X1 = {"gate_lr_scale": 1.0}
+# Issue 12: the brand id (2,000 values, ~500 rows each at full-quick) gives every network a
+# table that memorises rows; the logistic regression reads brand popularity, not the id.
+_NO_BRAND = {"unread_item_fields": ("brand",)}
+# Halve the learning rate after each epoch without a better validation AUC, with patience
+# to use the smaller steps. "lr", "lr_decay" and "patience" set the run, not the model.
+_DECAY = {"lr_decay": 0.5, "patience": 3}
+TRAIN_OPTIONS = ("lr", "lr_decay", "patience")
 # name -> (recipe, options)
 VARIANTS = {
     "dnn": ("dnn", _OFF),
@@ -49,22 +57,30 @@ VARIANTS = {
     # the per-category weights faster? A softer gate (x1: the other point of the full grid,
     # each expert trained on more rows) or 3x the experts' learning rate (9e-3; the gate's
     # stays 3e-2). "lr" sets the run's learning rate, not a model option.
-    "moe_gate_lr_x1": ("moe", {"gate_lr_scale": 1.0}),
-    "adv_hsc_moe_gate_lr_x1": ("adv_hsc_moe", {"gate_lr_scale": 1.0}),
+    "moe_gate_lr_x1": ("moe", _GATE_X1),
+    "adv_hsc_moe_gate_lr_x1": ("adv_hsc_moe", _GATE_X1),
     "moe_expert_lr_x3": ("moe", {"lr": 9e-3, "gate_lr_scale": 10.0 / 3}),
     "dnn_lr_x3": ("dnn", {"lr": 9e-3}),
+    # Without the brand id, with the decaying learning rate, and both.
+    "dnn_no_brand": ("dnn", _NO_BRAND),
+    "dnn_decay": ("dnn", _DECAY),
+    "dnn_no_brand_decay": ("dnn", {**_NO_BRAND, **_DECAY}),
+    "moe_gate_lr_x1_no_brand": ("moe", {**_GATE_X1, **_NO_BRAND}),
+    "moe_gate_lr_x1_no_brand_decay": ("moe", {**_GATE_X1, **_NO_BRAND, **_DECAY}),
+    "adv_hsc_moe_gate_lr_x1_no_brand": ("adv_hsc_moe", {**_GATE_X1, **_NO_BRAND}),
+    "adv_hsc_moe_gate_lr_x1_no_brand_decay": (
+        "adv_hsc_moe",
+        {**_GATE_X1, **_NO_BRAND, **_DECAY},
+    ),
 }
 
 
 def run_variant(prepared, size: str, name: str, seed: int, steps: int, epochs: int, oracle):
     recipe, options = VARIANTS[name]
-    model_options = {k: v for k, v in options.items() if k != "lr"}
+    model_options = {k: v for k, v in options.items() if k not in TRAIN_OPTIONS}
+    run_options = {k: v for k, v in options.items() if k in TRAIN_OPTIONS}
     train = replace(
-        SIZES[size].train,
-        epochs=epochs,
-        max_steps_per_epoch=steps,
-        seed=seed,
-        lr=options.get("lr", SIZES[size].train.lr),
+        SIZES[size].train, epochs=epochs, max_steps_per_epoch=steps, seed=seed, **run_options
     )
     model, metrics = fit(
         prepared, recipe, {"hidden": SIZES[size].hidden, **model_options}, train, progress=False

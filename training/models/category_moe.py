@@ -37,6 +37,7 @@ class CategoryMoEConfig:
     linear_experts: bool = False  # each expert adds a linear map of its input (wide & deep;
     # tried for issue 12, did not help at the full-quick budget: README)
     category_match: bool = False  # item vector: item category == query category (if both)
+    unread_item_fields: tuple[str, ...] = ()  # item fields not embedded (InputBlock)
     embedding_dim: int = 16
     text_proj: int = 32  # 0: feed the encoder's full dimension
     gate_inputs: tuple[str, ...] = ("query_category",)  # Table 5: the sub-category alone
@@ -82,7 +83,11 @@ class CategoryMoE(Ranker):
         super().__init__()
         self.config = config
         self.inputs = InputBlock(
-            spec, config.embedding_dim, config.text_proj, config.category_match
+            spec,
+            config.embedding_dim,
+            config.text_proj,
+            config.category_match,
+            config.unread_item_fields,
         )
         dr, dx = self.inputs.request_dim, self.inputs.item_dim
         self.experts = StackedExperts(

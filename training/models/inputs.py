@@ -17,17 +17,19 @@ ITEM_CATEGORY = "item_category"  # contract.schema.CATEGORICAL_FEATURES' categor
 
 
 class CategoricalEmbeddings(nn.Module):
-    """One embedding table per field. [R, n_fields] int64 -> [R, n_fields * dim]."""
+    """One embedding table per field. [R, n_fields] int64 -> [R, n_read * dim]; the fields
+    whose column is in `skip` get no table and are not read."""
 
-    def __init__(self, cardinalities: list[int], dim: int):
+    def __init__(self, cardinalities: list[int], dim: int, skip: frozenset[int] = frozenset()):
         super().__init__()
-        self.tables = nn.ModuleList(nn.Embedding(c, dim) for c in cardinalities)
-        self.out_dim = dim * len(cardinalities)
+        self.columns = [j for j in range(len(cardinalities)) if j not in skip]
+        self.tables = nn.ModuleList(nn.Embedding(cardinalities[j], dim) for j in self.columns)
+        self.out_dim = dim * len(self.columns)
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         if not self.tables:
             return index.new_zeros((index.shape[0], 0), dtype=torch.float32)
-        return torch.cat([t(index[:, j]) for j, t in enumerate(self.tables)], dim=1)
+        return torch.cat([t(index[:, j]) for j, t in zip(self.columns, self.tables)], dim=1)
 
 
 class InputBlock(nn.Module):
@@ -44,6 +46,8 @@ class InputBlock(nn.Module):
     sub-category (a 2-sided feature, adv-hsc-moe §3.1: a cross of two inputs the model
     reads, which a ReLU tower fed two separate embeddings learns poorly; see the README),
     where the spec has both fields (a user's data may have neither).
+    unread_item_fields: item categorical fields the block does not read (no table), e.g. an
+    id with so many values that its embedding memorises rows (brand: README, issue 12).
     """
 
     def __init__(
@@ -52,13 +56,20 @@ class InputBlock(nn.Module):
         embedding_dim: int = 16,
         text_proj: int = 32,
         category_match: bool = False,
+        unread_item_fields: tuple[str, ...] = (),
     ):
         super().__init__()
         self.request_embeddings = CategoricalEmbeddings(
             [f.cardinality for f in spec.request_categorical], embedding_dim
         )
+        item_names = [f.name for f in spec.item_categorical]
+        unknown = set(unread_item_fields) - set(item_names)
+        if unknown:
+            raise ValueError(f"unread item fields {sorted(unknown)} not among {item_names}")
         self.item_embeddings = CategoricalEmbeddings(
-            [f.cardinality for f in spec.item_categorical], embedding_dim
+            [f.cardinality for f in spec.item_categorical],
+            embedding_dim,
+            frozenset(item_names.index(name) for name in unread_item_fields),
         )
         self.register_buffer("numeric_mean", torch.tensor([f.mean for f in spec.numeric]))
         self.register_buffer("numeric_std", torch.tensor([f.std for f in spec.numeric]))
