@@ -11,11 +11,11 @@ whether its vector came from the LRU, the store, or an online encode.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import attrgetter, is_
+from operator import is_
 
 import numpy as np
 
@@ -24,8 +24,8 @@ from service import metrics
 from service.bundle import Bundle
 from service.cold_titles import ColdTitles
 from service.embedding_store import StoreUnavailable
+from service.item_columns import ItemColumns
 from service.lru import LRU
-from service.rank_body import Item
 from service.store_generation import StoreGeneration
 
 
@@ -64,11 +64,11 @@ class ItemEmbeddings:
         self.key_prefix, self.dtype = key_prefix, np.dtype(dtype)
         self.cache, self.cold = cache, cold
 
-    async def __call__(self, bundle: Bundle, items: Sequence[Item], degraded: dict) -> np.ndarray:
+    async def __call__(self, bundle: Bundle, items: ItemColumns, degraded: dict) -> np.ndarray:
         """[B, D] float32 item embeddings; `degraded` gets what had to be done without."""
         degraded["embedding_store"] = self.generation.state
         prefix = item_key(self.key_prefix, bundle.encoder_id, "")
-        keys = list(map(prefix.__add__, map(attrgetter("id"), items)))
+        keys = list(map(prefix.__add__, items.ids))
         cached = self.cache.get_many(keys)
         misses = list(compress(range(len(keys)), map(is_, cached, repeat(None))))
         metrics.labelled(metrics.EMBEDDING_LOOKUPS, "lru", "hit").inc(len(items) - len(misses))
@@ -82,7 +82,8 @@ class ItemEmbeddings:
             out[hits] = [cached[row] for row in hits]
         metrics.EMBEDDING_LOOKUPS.labels("lru", "miss").inc(len(misses))
         still = await self._from_store(bundle, keys, misses, out, degraded)
-        cold = {row: (keys[row], items[row].title) for row in still if items[row].title}
+        titles = items.titles
+        cold = {row: (keys[row], titles[row]) for row in still if titles[row]}
         if cold:
             await self.cold.resolve(bundle, cold, out, degraded)
         metrics.EMBEDDING_LOOKUPS.labels("encoder", "miss").inc(len(still) - len(cold))
@@ -156,5 +157,5 @@ class Embeddings:
     def query(self, bundle: Bundle, text: str) -> Awaitable[np.ndarray]:
         return self.query_vectors(bundle, text)
 
-    async def items(self, bundle: Bundle, items: Sequence[Item], degraded: dict) -> np.ndarray:
+    async def items(self, bundle: Bundle, items: ItemColumns, degraded: dict) -> np.ndarray:
         return await self.item_vectors(bundle, items, degraded)

@@ -4,7 +4,8 @@ the request models' own limits, the item-count limit of these settings, and the 
 of the bundles being served (`propertyNames`; with several models, the names any of them
 reads), refreshed after a reload.
 
-One constraint JSON Schema cannot say is stated in words: an item id at most once per list.
+Constraints JSON Schema cannot say are stated in words: an item id at most once per list, and
+in the columnar form every column as long as `columns.id`.
 """
 
 from __future__ import annotations
@@ -66,13 +67,17 @@ def document_bodies(app: FastAPI, models: list, max_items: int) -> None:
 
 
 def constrain(schemas: dict, bundles: list | None, max_items: int) -> None:
-    for name in ("RankRequest", "ItemsUpsert"):
-        items = schemas[name]["properties"]["items"]
+    rank_items = schemas["RankRequest"]["properties"]["items"]["anyOf"][0]  # not the null
+    for items in (rank_items, schemas["ItemsUpsert"]["properties"]["items"]):
         items["maxItems"], items["uniqueItems"] = max_items, True
         items["description"] = "each item id at most once (422 otherwise)"
+    ids = schemas["Columns"]["properties"]["id"]
+    ids["maxItems"], ids["uniqueItems"] = max_items, True
+    ids["description"] = "each id once; every other column has as many values (422 otherwise)"
     if bundles:
         numeric = sorted({n for b in bundles for n in b.numeric_names})
         categorical = sorted({f.name for b in bundles for f in b.item_fields})
-        item = schemas["Item"]["properties"]
-        item["features"]["propertyNames"] = {"enum": numeric}
-        item["categorical"]["propertyNames"] = {"enum": categorical}
+        for model in ("Item", "Columns"):
+            fields = schemas[model]["properties"]
+            fields["features"]["propertyNames"] = {"enum": numeric}
+            fields["categorical"]["propertyNames"] = {"enum": categorical}

@@ -41,9 +41,23 @@ class Item(Struct, forbid_unknown_fields=True):
     categorical: dict[str, str] = {}
 
 
+class Columns(Struct, forbid_unknown_fields=True):
+    """The columnar form: one array per field, one value per item; null: not sent."""
+
+    id: Annotated[list[string(1, 256)], Meta(min_length=1)]
+    title: list[string(0, schemas.MAX_TITLE) | None] | None = None
+    features: dict[str, list[Float32 | None]] = {}
+    categorical: dict[str, list[str | None]] = {}
+
+    def __post_init__(self):
+        if schemas.unequal_column(self):
+            raise ValueError("columns of different lengths")
+
+
 class RankRequest(Struct, forbid_unknown_fields=True):
     query: Query
-    items: Annotated[list[Item], Meta(min_length=1)]
+    items: Annotated[list[Item], Meta(min_length=1)] | None = None
+    columns: Columns | None = None
     # JSON Schema's integer, as schemas.PositiveCount: 3.0 counts, 3.5 and 0 do not.
     top_n: int | float | None = None
     model: string(0, 64) | None = None
@@ -52,6 +66,8 @@ class RankRequest(Struct, forbid_unknown_fields=True):
     session_id: string(1, 256) | None = None
 
     def __post_init__(self):
+        if (self.items is None) == (self.columns is None):
+            raise ValueError("items or columns: exactly one")
         if self.top_n is not None:
             if not (math.isfinite(self.top_n) and self.top_n >= 1 and self.top_n % 1 == 0):
                 raise ValueError("top_n: an integer >= 1")
@@ -62,15 +78,16 @@ DECODER = msgspec.json.Decoder(RankRequest)
 
 
 def decode(body: bytes, max_items: int) -> RankRequest:
-    """A /v1/rank body -> RankRequest, or Rejected with pydantic's error for the body: at
-    most `max_items` items, no id twice, every field as schemas.RankRequest says."""
+    """A /v1/rank body, rows or columns -> RankRequest, or Rejected with pydantic's error for
+    the body: at most `max_items` items, no id twice, every field as schemas.RankRequest says.
+    The pipeline reads either form through item_columns.item_columns."""
     try:
         request = DECODER.decode(body)
     except msgspec.MsgspecError as exc:
         refused = str(exc)
     else:
-        items = request.items
-        if len(items) <= max_items and len({item.id for item in items}) == len(items):
+        ids = request.columns.id if request.items is None else [i.id for i in request.items]
+        if len(ids) <= max_items and len(set(ids)) == len(ids):
             return request
         refused = f"more than {max_items} items, or an id twice"
     parse_json(schemas.RankRequest, body, {"max_items": max_items})  # raises its Rejected

@@ -7,7 +7,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
-from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -17,6 +16,7 @@ from service.batcher import Batcher, Ticket
 from service.embeddings import Embeddings
 from service.events import NONE, Served, ServedRequests
 from service.features import ModelInputs, build_inputs
+from service.item_columns import ItemColumns, item_columns
 from service.models_registry import ModelRegistry, Route
 from service.rank_body import RankRequest, decode
 
@@ -43,9 +43,10 @@ class Ranked:
     ts: float
     route: Route
     request: RankRequest
+    columns: ItemColumns  # the request's candidates, whichever form they came in
     inputs: ModelInputs
     tensors: list[np.ndarray]  # the model's inputs, in its graph's order
-    order: np.ndarray  # rows of request.items as returned, best first
+    order: np.ndarray  # rows of columns as returned, best first
     scores: np.ndarray  # [B] the score of every candidate, in request order
 
 
@@ -56,15 +57,16 @@ class TextLimits:
     query_chars: int
 
 
-def truncate_texts(request: RankRequest, limits: TextLimits) -> int:
+def truncate_texts(request: RankRequest, columns: ItemColumns, limits: TextLimits) -> int:
     """Cut over-long titles and the query in place; returns how many were cut. Tokenising
     and encoding cost grows with the text; the encoder reads at most its token limit."""
     cut = 0
     if len(request.query.text) > limits.query_chars:
         request.query.text, cut = request.query.text[: limits.query_chars], 1
-    for item in request.items:
-        if item.title and len(item.title) > limits.title_chars:
-            item.title, cut = item.title[: limits.title_chars], cut + 1
+    titles = columns.titles
+    for row, title in enumerate(titles):
+        if title and len(title) > limits.title_chars:
+            titles[row], cut = title[: limits.title_chars], cut + 1
     return cut
 
 
@@ -101,12 +103,13 @@ class RankingService:
         baseline app lets FastAPI parse it); `watch` started before the parse, if any."""
         watch = watch or Stopwatch()
         models = self.registry.current  # this call's models to the end, even across a reload
-        truncated = truncate_texts(request, self.limits)
+        columns = item_columns(request)
+        truncated = truncate_texts(request, columns, self.limits)
         request_id = request_id or uuid.uuid4().hex
         units = {"user_id": request.user_id, "session_id": request.session_id}
         route = models.route(request.model, request.experiment, {**units, "request_id": request_id})
         bundle = route.bundle
-        inputs = build_inputs(bundle, request)
+        inputs = build_inputs(bundle, request.query, columns)
         degraded = {
             "embedding_cache_misses": 0,
             "online_encodes": 0,
@@ -124,7 +127,7 @@ class RankingService:
         if bundle.text_dim:
             # A query-cache miss is encoded at the await (on the loop) or meanwhile (in the pool).
             query = self.embeddings.query(bundle, request.query.text)
-            item_vectors = await self.embeddings.items(bundle, request.items, degraded)
+            item_vectors = await self.embeddings.items(bundle, columns, degraded)
             watch.lap("embeddings")
             tensors += [(await query)[None, :], item_vectors]
             watch.lap("query_encode")  # only the wait the item lookups did not hide
@@ -137,17 +140,19 @@ class RankingService:
         final = bundle.final_score(scores)
         order = np.argsort(-final, kind="stable")[: request.top_n]
         body = respond(
-            route, request_id, request, scores, order, expert_index, expert_weight, degraded
+            route, request_id, columns.ids, scores, order, expert_index, expert_weight, degraded
         )
         watch.lap("respond")
-        metrics.ITEMS_PER_REQUEST.observe(len(request.items))
+        metrics.ITEMS_PER_REQUEST.observe(len(columns))
         for expert in expert_index.tolist():
             metrics.labelled(metrics.EXPERT_SELECTED, str(expert)).inc()
         # Known before the answer leaves, so an event sent the moment it arrives finds it.
         self.served.remember(request_id, Served(route.model, route.experiment, route.variant))
         served = (route.model, route.experiment or NONE, route.variant or NONE)
         metrics.labelled(metrics.SERVED, *served).inc()
-        return Ranked(body, request_id, time.time(), route, request, inputs, tensors, order, final)
+        return Ranked(
+            body, request_id, time.time(), route, request, columns, inputs, tensors, order, final
+        )
 
 
 def finite_scores(
@@ -183,7 +188,7 @@ def task_scores(tasks: tuple[str, ...]) -> type[msgspec.Struct]:
 def respond(
     route: Route,
     request_id: str,
-    request: RankRequest,
+    ids: list[str],
     scores: np.ndarray,
     order: np.ndarray,
     expert_index: np.ndarray,
@@ -194,9 +199,9 @@ def respond(
     then per-task probabilities), experts and degradations."""
     bundle = route.bundle
     final = bundle.final_score(scores)
-    ids = map(request.items.__getitem__, order.tolist())
+    ranked_ids = map(ids.__getitem__, order.tolist())
     per_task = map(task_scores(tuple(bundle.tasks)), *scores[order].T.tolist())
-    ranked = list(map(RankedItem, map(attrgetter("id"), ids), final[order].tolist(), per_task))
+    ranked = list(map(RankedItem, ranked_ids, final[order].tolist(), per_task))
     experts = [
         {"index": index, "weight": weight}
         for index, weight in zip(expert_index.tolist(), expert_weight.tolist())

@@ -41,7 +41,8 @@ def from_validation_errors(errors: list[dict]) -> Rejected:
         fields.append({"field": ".".join(loc) or "body", "message": error["msg"]})
     first = errors[0] if errors else {"type": "invalid"}
     reason = REASONS.get(first["type"], "invalid_value")
-    if first["type"] == "too_short" and tuple(first.get("loc", ()))[-1:] == ("items",):
+    loc = tuple(first.get("loc", ()))
+    if first["type"] == "too_short" and (loc[-1:] == ("items",) or loc[-2:] == ("columns", "id")):
         reason = "empty_items"
     return Rejected(400 if reason == "malformed_json" else 422, reason, fields)
 

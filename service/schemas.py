@@ -10,7 +10,15 @@ from collections import Counter
 from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -63,32 +71,95 @@ class Item(BaseModel):
 
 def check_item_list(items: list, info: ValidationInfo) -> list:
     """At most `max_items` (from the validation context) and no id twice."""
-    limit = (info.context or {}).get("max_items")
-    if limit is not None and len(items) > limit:
-        raise PydanticCustomError(
-            "too_many_items",
-            "{count} items, at most {limit}",
-            {"count": len(items), "limit": limit},
-        )
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-        raise PydanticCustomError("duplicate_ids", "duplicate ids {ids}", {"ids": duplicates[:10]})
+    check_ids([item.id for item in items], info)
     return items
 
 
-class RankRequest(BaseModel):
+def check_ids(ids: list[str], info: ValidationInfo) -> list[str]:
+    limit = (info.context or {}).get("max_items")
+    if limit is not None and len(ids) > limit:
+        raise PydanticCustomError(
+            "too_many_items",
+            "{count} items, at most {limit}",
+            {"count": len(ids), "limit": limit},
+        )
+    if len(set(ids)) != len(ids):
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise PydanticCustomError("duplicate_ids", "duplicate ids {ids}", {"ids": duplicates[:10]})
+    return ids
+
+
+def unequal_column(columns) -> tuple[str, int] | None:
+    """The first column whose length differs from `id`'s, as (its name, its length)."""
+    named = [("title", columns.title)] if columns.title is not None else []
+    named += [(f"features.{name}", values) for name, values in columns.features.items()]
+    named += [(f"categorical.{name}", values) for name, values in columns.categorical.items()]
+    return next(((n, len(v)) for n, v in named if len(v) != len(columns.id)), None)
+
+
+class Columns(BaseModel):
+    """The columnar form of the candidates: one array per field, one value per item, all as
+    long as `id`. null: not sent (a numeric feature imputed, a category in the OOV bucket)."""
+
     model_config = REQUEST_CONFIG
 
-    query: Query
-    items: Annotated[list[Item], AfterValidator(check_item_list)] = Field(
-        min_length=1, description="the candidates, each id once"
+    id: Annotated[list[Annotated[str, ITEM_ID]], AfterValidator(check_ids)] = Field(
+        min_length=1, description="the candidates' ids, each once"
     )
+    title: list[Annotated[str, Field(max_length=MAX_TITLE)] | None] | None = Field(
+        None, description="encoded if not cached"
+    )
+    features: dict[str, list[Float32 | None]] = Field(
+        default_factory=dict, description="numeric features; null ones are imputed"
+    )
+    categorical: dict[str, list[str | None]] = Field(
+        default_factory=dict, description="unknown or null values go to the OOV bucket"
+    )
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> Columns:
+        if unequal := unequal_column(self):
+            raise PydanticCustomError(
+                "column_lengths",
+                "column {column} has {count} values, id has {ids}: one value per item",
+                {"column": unequal[0], "count": unequal[1], "ids": len(self.id)},
+            )
+        return self
+
+
+def _one_item_form(schema: dict) -> None:
+    """items or columns, exactly one not null (a 422 otherwise): said in the schema too."""
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"type": kind}}}
+        for name, kind in (("items", "array"), ("columns", "object"))
+    ]
+
+
+class RankRequest(BaseModel):
+    """The candidates come as rows (`items`) or as columns (`columns`): exactly one."""
+
+    model_config = ConfigDict(**REQUEST_CONFIG, json_schema_extra=_one_item_form)
+
+    query: Query
+    items: Annotated[list[Item], Field(min_length=1), AfterValidator(check_item_list)] | None = (
+        Field(None, description="the candidates as rows, each id once")
+    )
+    columns: Columns | None = Field(None, description="the candidates as columns")
     top_n: PositiveCount | None = Field(None, description="return only the best top_n")
     model: str | None = Field(None, max_length=64, description="serve this model (wins)")
     experiment: str | None = Field(None, max_length=64, description="route by this experiment")
     user_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
     session_id: str | None = Field(None, min_length=1, max_length=256, description="a unit")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RankRequest:
+        if (self.items is None) == (self.columns is None):
+            raise PydanticCustomError(
+                "missing" if self.items is None else "two_item_forms",
+                "send the candidates as items (rows) or as columns: "
+                + ("both were sent" if self.items else "neither was sent"),
+            )
+        return self
 
 
 class ItemText(BaseModel):

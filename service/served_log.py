@@ -40,20 +40,23 @@ def served_record(ranked: Ranked, has_vector: np.ndarray | None) -> ServedRecord
     categorical values as sent, whether each item had a real embedding (`has_vector`, per
     request row; None: the model reads no text)."""
     request, route, inputs = ranked.request, ranked.route, ranked.inputs
-    bundle = route.bundle
+    bundle, columns = route.bundle, ranked.columns
     names = bundle.numeric_names
-    categorical = [field.name for field in bundle.item_fields]
+    not_sent = [None] * len(columns)  # the column of a feature no item sent
+    sent = {name: columns.features.get(name, not_sent) for name in names}
+    categorical = {
+        field.name: columns.categorical.get(field.name, not_sent) for field in bundle.item_fields
+    }
     items = []
     for position, row in enumerate(ranked.order.tolist()):
-        item = request.items[row]
         items.append(
             ServedItem(
-                id=item.id,
+                id=columns.ids[row],
                 position=position,
                 score=float(ranked.scores[row]),
                 numeric=dict(zip(names, inputs.numeric[row].tolist())),
-                categorical={name: item.categorical.get(name) for name in categorical},
-                imputed=[name for name in names if name not in item.features],
+                categorical={name: values[row] for name, values in categorical.items()},
+                imputed=[name for name in names if sent[name][row] is None],
                 embedding="none" if has_vector is None else "vector" if has_vector[row] else "zero",
             )
         )

@@ -75,14 +75,14 @@ class ShadowScorer:
 
     async def _score(self, ranked: Ranked, bundle: Bundle) -> dict[str, float]:
         request, served = ranked.request, ranked.route.bundle
-        inputs = build_inputs(bundle, request)
+        inputs = build_inputs(bundle, request.query, ranked.columns)
         tensors = [inputs.request_cat, inputs.item_cat, inputs.numeric]
         if bundle.text_dim and bundle.encoder_id == served.encoder_id:
             tensors += ranked.tensors[3:5]  # the same vectors the served model saw
         elif bundle.text_dim:
             degraded = {"embedding_store": "ok"}
             query = self.embeddings.query(bundle, request.query.text)
-            items = await self.embeddings.items(bundle, request.items, degraded)
+            items = await self.embeddings.items(bundle, ranked.columns, degraded)
             tensors += [(await query)[None, :], items]
         loop = asyncio.get_running_loop()
         scores, _, _ = await loop.run_in_executor(self._thread, bundle.score, *tensors)

@@ -16,7 +16,8 @@ from export.bundle import write_bundle
 from export.serving_graph import example_inputs
 from service.bundle import Bundle
 from service.features import build_inputs
-from service.schemas import RankRequest
+from service.item_columns import ItemColumns, item_columns
+from service.schemas import Query, RankRequest
 from training.checkpoint import save_checkpoint
 from training.models.registry import build, config_for
 
@@ -44,8 +45,10 @@ def export(tmp_path, spec: FeatureSpec, score: str | None, tasks=CASCADE):
     return Bundle(tmp_path / "bundle", provider="cpu"), model
 
 
-def request(items: list[dict], **query) -> RankRequest:
-    return RankRequest.model_validate({"query": {"text": "red shoes", **query}, "items": items})
+def request(items: list[dict], **query) -> tuple[Query, ItemColumns]:
+    """build_inputs' arguments for these items and query attributes."""
+    parsed = RankRequest.model_validate({"query": {"text": "red shoes", **query}, "items": items})
+    return parsed.query, item_columns(parsed)
 
 
 def test_an_expected_grade_bundle_ranks_by_the_sum_of_the_cascade(tmp_path):
@@ -68,7 +71,7 @@ def test_a_model_that_reads_no_category_ranks_a_request_without_one(tmp_path):
     bundle, _ = export(tmp_path, user_spec(), "grade_ge2")
 
     assert bundle.score_columns == [1]
-    inputs = build_inputs(bundle, request([{"id": "a", "features": {"price": 3.0}}, {"id": "b"}]))
+    inputs = build_inputs(bundle, *request([{"id": "a", "features": {"price": 3.0}}, {"id": "b"}]))
     assert inputs.request_cat.shape == (1, 0)
     assert inputs.imputed_features == 3  # missing numeric features: imputed and counted
     assert inputs.numeric.tolist() == [[3.0, 4.0], [20.0, 4.0]]
@@ -79,10 +82,10 @@ def test_a_model_that_reads_the_category_ranks_a_query_without_one_as_unknown(tm
 
     known = {"brand": "brand1", "item_category": "item_category2"}
     item = [{"id": "a", "categorical": known}]
-    without = build_inputs(bundle, request(item, top_category="top_category1"))
+    without = build_inputs(bundle, *request(item, top_category="top_category1"))
     assert without.request_cat[0, 0] == OOV_INDEX  # the query category: the OOV bucket
     assert without.oov_categories == 3  # counted, with the scenario and platform left out
-    given = build_inputs(bundle, request(item, category="query_category3"))
+    given = build_inputs(bundle, *request(item, category="query_category3"))
     assert given.request_cat[0, 0] == 4 and given.oov_categories == 3
 
 
