@@ -17,6 +17,7 @@ import pytest
 from contract.embeddings import load_embedding_store
 from loadtest.server_metrics import metric_delta
 from loadtest.service_process import ServiceProcess
+from loadtest.traffic import as_columns
 from service.text_encoder import OnnxTextEncoder
 from tests.conftest import dicts_in
 
@@ -142,6 +143,24 @@ def test_missing_inputs_are_imputed_reported_and_scored_as_the_manifest_says(
     scores = direct_run(bundle_dir, example, stored_vectors(artifacts, ids))[0][:, 0]
     got = {i["id"]: i["score"] for i in answer["items"]}
     np.testing.assert_allclose([got[i] for i in ids], scores, atol=1e-5)
+
+
+def test_the_columnar_form_gets_the_row_forms_answer(server, example):
+    """The same request with its items as columns: the same answer, byte for byte, with the
+    same imputations and OOV buckets (a value left out of a row is a null in its column)."""
+    example["top_n"] = None
+    del example["items"][0]["features"]["log_price"]
+    example["items"][1]["categorical"]["brand"] = "no-such-brand"
+    del example["items"][2]["categorical"]["brand"]
+    headers = {"x-request-id": "one-call-two-forms"}
+    rows, columns = (
+        httpx.post(f"{server.url}/v1/rank", json=body, headers=headers, timeout=30)
+        for body in (example, as_columns(example))
+    )
+    assert (rows.status_code, columns.status_code) == (200, 200), columns.text
+    assert rows.json()["degraded"]["imputed_features"] == 1
+    assert rows.json()["degraded"]["oov_categories"] >= 2
+    assert columns.content == rows.content
 
 
 def test_top_n_and_items_without_embedding(server, example):
@@ -411,3 +430,10 @@ def test_models_health_readiness_and_docs(server, small_bundle):
     body = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"] == "#/components/schemas/RankRequest"
     assert "features" in spec["components"]["schemas"]["Item"]["properties"]
+    rank, columns = (
+        spec["components"]["schemas"]["RankRequest"],
+        spec["components"]["schemas"]["Columns"],
+    )
+    assert [form["required"] for form in rank["oneOf"]] == [["items"], ["columns"]]
+    assert columns["properties"]["id"]["maxItems"] == 1000
+    assert "log_price" in columns["properties"]["features"]["propertyNames"]["enum"]
