@@ -26,6 +26,11 @@ every load point and each ratio pairs figures of the same load point.
 --compare DIR adds another checkout's server (`git archive <commit> | tar -x -C DIR`) to
 every load point: the before and after of a change, interleaved in one run.
 
+--columnar adds the columnar request form (`columns`, one array per field) of the same
+bodies: `pipeline_columns` in-process and `moerank_columns` (the same server, sent columns)
+beside their row-form twins at every load point, so the ratio columns/rows is from one run.
+Writes results/overhead_columnar.json by default.
+
 Writes results/<--name>.json (rows per pass, the means over both passes, and the ratios
 `pipeline_over_model` and `server_over_pipeline` at c=16, the machine's CPU named) and
 results/<--name>.png. --quick: a smoke run of seconds (figures meaningless).
@@ -48,7 +53,7 @@ from serve_latency import drive, numbers, run_async, warm
 
 from contract.embeddings import load_embedding_store
 from loadtest.service_process import ServiceProcess
-from loadtest.traffic import Mix, Traffic, read_log
+from loadtest.traffic import ColumnarTraffic, Mix, Traffic, columnar_body, read_log
 from service.metrics import STAGES
 from service.runtime import Runtime
 from service.settings import Settings
@@ -64,7 +69,8 @@ SERVERS = {
     "moerank": ("-m", "service"),
     "plain": (str(Path(__file__).with_name("plain_fastapi_app.py")),),
 }
-IN_PROCESS = ("model", "pipeline")
+IN_PROCESS = ("model", "pipeline", "pipeline_columns")
+COLUMNAR = {"pipeline_columns": "pipeline", "moerank_columns": "moerank"}  # -> the row twin
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -115,6 +121,8 @@ def stage_sums() -> dict[str, float]:
 async def in_process_point(name: str, runtime: Runtime, work, seconds: float) -> dict:
     """`name` run back to back for `seconds` on this thread: CPU per call (this process)."""
     bodies, tensors = work
+    if name in COLUMNAR:
+        bodies = list(map(columnar_body, bodies))
     bundle = runtime.registry.current.default_bundle
     stages, calls = stage_sums(), 0
     cpu, started = time.process_time(), time.perf_counter()
@@ -128,7 +136,7 @@ async def in_process_point(name: str, runtime: Runtime, work, seconds: float) ->
         calls += 1
     cpu = time.process_time() - cpu
     row = {"config": name, "calls": calls, "cpu_ms_per_call": round(cpu / calls * 1e3, 4)}
-    if name == "pipeline":  # wall time per stage (the service's stopwatch): with CPU to spare
+    if name != "model":  # wall time per stage (the service's stopwatch): with CPU to spare
         after = stage_sums()  # it is CPU time; on a busy host it includes the waits
         row["stage_wall_ms"] = {s: round((after[s] - stages[s]) / calls * 1e3, 4) for s in STAGES}
     return row
@@ -158,6 +166,11 @@ async def run(args, env: dict[str, str], traffic: Traffic, sessions: list[int]) 
         work = await in_process_work(runtime, traffic, sessions)
         points = [(c, None) for c in args.concurrency] + [(None, r) for r in args.rates]
         configs = [*IN_PROCESS, *servers]
+        if args.columnar:  # each beside its row twin
+            configs.insert(configs.index("moerank") + 1, "moerank_columns")
+        else:
+            configs.remove("pipeline_columns")
+        traffics = {"moerank_columns": ColumnarTraffic(traffic)}
         rows = []
         for number, order in enumerate((configs, configs[::-1])):
             for concurrency, rate in points if number == 0 else points[::-1]:
@@ -166,10 +179,11 @@ async def run(args, env: dict[str, str], traffic: Traffic, sessions: list[int]) 
                     if name in IN_PROCESS:
                         row = await in_process_point(name, runtime, work, args.in_process_seconds)
                     else:
-                        service = servers[name]
+                        service = servers[COLUMNAR.get(name, name)]
                         row = await server_point(
-                            name, service, traffic, sessions, concurrency, rate, args
-                        )
+                            name, service, traffics.get(name, traffic), sessions, concurrency,
+                            rate, args,
+                        )  # fmt: skip
                     rows.append({"pass": number + 1, "load": load, **row})
                     print_row(rows[-1])
         if args.profile:
@@ -239,6 +253,15 @@ def summarise(rows: list[dict]) -> dict:
         }
         if "baseline" in cpu:
             ratios[load]["server_over_baseline"] = round(cpu["moerank"] / cpu["baseline"], 3)
+        if "moerank_columns" in cpu:
+            columns, server = cpu["pipeline_columns"], cpu["moerank_columns"]
+            ratios[load]["columns"] = {
+                "pipeline_over_model": round(columns / cpu["model"], 3),
+                "server_over_pipeline": round(server / columns, 3),
+                "server_over_model": round(server / cpu["model"], 3),
+                "pipeline_columns_over_rows": round(columns / cpu["pipeline"], 3),
+                "server_columns_over_rows": round(server / cpu["moerank"], 3),
+            }
     return {"means": means, "ratios": ratios}
 
 
@@ -278,7 +301,11 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=256)
     parser.add_argument("--timeout", type=float, default=10.0, help="per call, seconds")
     parser.add_argument("--env", action="append", default=[], help="extra MOERANK_X=value")
-    parser.add_argument("--name", default="overhead", help="results/<name>.json and .png")
+    parser.add_argument("--name", help="results/<name>.json and .png (default: overhead, or "
+                        "overhead_columnar with --columnar)")  # fmt: skip
+    parser.add_argument(
+        "--columnar", action="store_true", help="also the columnar form of every body"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: seconds, not minutes")
     parser.add_argument(
         "--compare",
@@ -290,6 +317,7 @@ def main() -> None:
         "--profile", action="store_true", help="then flame graphs with py-spy (the dev extra)"
     )
     args = parser.parse_args()
+    args.name = args.name or ("overhead_columnar" if args.columnar else "overhead")
     if args.quick:
         args.seconds, args.in_process_seconds, args.sessions = 0.5, 0.3, 10
         args.rates = [50.0]
@@ -326,6 +354,8 @@ def main() -> None:
         "pipeline_over_model": c16["pipeline_over_model"],
         "server_over_pipeline": c16["server_over_pipeline"],
         "server_over_model": c16["server_over_model"],
+        # --columnar: the same three at c=16 for the columnar form, and columns over rows
+        "columns": c16.get("columns"),
         "single_p99_ms": single,
         "targets": TARGETS,
         "targets_met": met,
@@ -338,6 +368,7 @@ def main() -> None:
             "sessions": args.sessions,
             "env": args.env,
             "quick": args.quick,
+            "columnar": args.columnar,
         },
         "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],  # the machine is shared
@@ -351,6 +382,8 @@ def main() -> None:
         f"c=16: pipeline/model {c16['pipeline_over_model']}, server/pipeline "
         f"{c16['server_over_pipeline']}, server/model {c16['server_over_model']}; met {met}"
     )
+    if args.columnar:
+        print(f"c=16, columnar form: {c16['columns']}")
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
 
