@@ -58,10 +58,13 @@ class Size:
     # Appended to a table's results name (adv_hsc_moe_table2_<task><suffix>.json), so a
     # variant of a size's table does not replace the size's own.
     results_suffix: str = ""
+    # Model options every recipe gets at this size, as (name, value) pairs (hashable)
+    model_options: tuple[tuple[str, object], ...] = ()
 
     def options(self, overrides: dict | None = None) -> dict:
-        """A recipe's options at this size: its towers, then the experiment's own."""
-        return {"hidden": self.hidden, **(overrides or {})}
+        """A recipe's options at this size: its towers and model options, then the
+        experiment's own."""
+        return {"hidden": self.hidden, **dict(self.model_options), **(overrides or {})}
 
     def train_config(self, seed: int, **changes) -> TrainConfig:
         return replace(self.train, seed=seed, **changes)
@@ -125,6 +128,19 @@ SIZES["full-long"] = replace(
     train=replace(SIZES["full-quick"].train, epochs=30, patience=4),
     sweep_epochs=30,
     results_suffix="_long",
+)
+# Issue 12's tuned budget for the Adv & HSC-MoE log, each choice made on validation
+# (results/adv_hsc_moe_table2_diagnosis.json, seed 0): the brand id unread (its 2,000-value
+# table memorises rows; brand popularity stays an input), up to 20 epochs of 400 steps with
+# the learning rate halved after each epoch without a better validation AUC and patience 3,
+# and a grid of two trials per model (gated: gate lr x1 and x10; the DNN: two lrs).
+SIZES["full-tuned"] = replace(
+    SIZES["full-quick"],
+    train=replace(SIZES["full-quick"].train, epochs=20, patience=3, lr_decay=0.5),
+    sweep_epochs=20,
+    tuning=Tuning(lrs=(3e-3,), gate_lr_scales=(1.0, 10.0)),
+    model_options=(("unread_item_fields", ("brand",)),),
+    results_suffix="_tuned",
 )
 # WE-CAN's log: the same world with the budget platform's traffic raised from 1 to 60 (of
 # general 100 : high-end 10), so the full log's test split has 1,000 budget clicks (at 1

@@ -72,6 +72,18 @@ VARIANTS = {
         "adv_hsc_moe",
         {**_GATE_X1, **_NO_BRAND, **_DECAY},
     ),
+    # The paper's 512 x 256 towers (full-quick has 128 x 64).
+    "dnn_no_brand_decay_512": ("dnn", {**_NO_BRAND, **_DECAY, "hidden": (512, 256)}),
+    "adv_hsc_moe_gate_lr_x1_no_brand_decay_512": (
+        "adv_hsc_moe",
+        {**_GATE_X1, **_NO_BRAND, **_DECAY, "hidden": (512, 256)},
+    ),
+    # The gate reads the top-category, the grouping of the per-top regression (Table 5's
+    # gate-input question asked of this log).
+    "moe_gate_top_no_brand_decay": (
+        "moe",
+        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
+    ),
 }
 
 
