@@ -4,9 +4,10 @@ with its inputs taken apart (issue 12).
 
 python -m training.experiments.table2_diagnosis --size full-quick --variants dnn moe_linear
     [--seed 1] [--steps 400 --epochs 10] [--logistic]
-Appends its rows to results/adv_hsc_moe_table2_diagnosis.json (under a lock, so variants
-and seeds can run as separate processes): per variant and seed, test session AUC, headroom
-share, the validation AUC per epoch and, for a gated model, the routing diagnostics.
+Appends its rows to results/adv_hsc_moe_table2_diagnosis<the size's results suffix>.json
+(under a lock, so variants and seeds can run as separate processes): per variant and seed,
+test session AUC, headroom share, the validation AUC per epoch and, for a gated model, the
+routing diagnostics.
 """
 
 from __future__ import annotations
@@ -138,8 +139,10 @@ def logistic_parts(prepared, oracle, c: float = 0.01) -> list[dict]:
 
 
 def append_rows(rows: list[dict], extra: dict) -> None:
-    """Add rows to the diagnosis file, replacing earlier rows of the same variant and seed."""
-    path = results_dir() / f"{NAME}.json"
+    """Add rows to the size's diagnosis file (the size's results suffix: h = 0 has its own),
+    replacing earlier rows of the same variant and seed."""
+    name = NAME + SIZES[extra["size"]].results_suffix
+    path = results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -149,7 +152,7 @@ def append_rows(rows: list[dict], extra: dict) -> None:
             earlier = []
         ours = {(r["variant"], r.get("seed")) for r in rows}
         kept = [r for r in earlier if (r["variant"], r.get("seed")) not in ours]
-        write_results(NAME, kept + rows, extra)
+        write_results(name, kept + rows, extra)
 
 
 def main(argv: list[str] | None = None) -> None:
