@@ -85,6 +85,20 @@ VARIANTS = {
         "moe",
         {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
     ),
+    # The top-category gate in Adv & HSC-MoE, and a MoE gate reading both categories.
+    "adv_hsc_moe_gate_top_no_brand_decay": (
+        "adv_hsc_moe",
+        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
+    ),
+    "moe_gate_top_sub_no_brand_decay": (
+        "moe",
+        {
+            **_GATE_X1,
+            **_NO_BRAND,
+            **_DECAY,
+            "gate_inputs": ("top_category", "query_category"),
+        },
+    ),
 }
 
 
