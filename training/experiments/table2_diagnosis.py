@@ -90,6 +90,21 @@ VARIANTS = {
         "adv_hsc_moe",
         {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
     ),
+    # The top-category gate with 2 of 10 experts per row, and with the paper's towers.
+    "moe_gate_top_k2_no_brand_decay": (
+        "moe",
+        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",), "top_k": 2},
+    ),
+    "moe_gate_top_no_brand_decay_512": (
+        "moe",
+        {
+            **_GATE_X1,
+            **_NO_BRAND,
+            **_DECAY,
+            "gate_inputs": ("top_category",),
+            "hidden": (512, 256),
+        },
+    ),
     "moe_gate_top_sub_no_brand_decay": (
         "moe",
         {
