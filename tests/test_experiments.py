@@ -3,10 +3,11 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from training.experiments import adv_hsc_moe, common
-from training.trainer import TrainConfig
+from training.trainer import TrainConfig, predict
 
 
 @pytest.fixture
@@ -55,6 +56,13 @@ def test_table2_figure5_figure6_write_their_results(tiny, small_log, small_log_d
     assert all(-1 <= r["silhouette_by_top_category"] <= 1 for r in figure6)
     assert (tiny / "adv_hsc_moe_figure5.png").stat().st_size > 0
     assert (tiny / "adv_hsc_moe_figure6.png").stat().st_size > 0
+    # Figures drawn in a later process load the same models from the runs' checkpoints.
+    saved = adv_hsc_moe.saved_runs("click", "tiny", tmp_path / "runs")
+    assert set(saved) == set(runs)
+    for name, [(trained, _)] in runs.items():
+        np.testing.assert_allclose(
+            predict(saved[name][0][0], small_log.test), predict(trained.eval(), small_log.test)
+        )
 
 
 def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):

@@ -2,6 +2,9 @@
 
 python -m training.experiments.adv_hsc_moe --size small|full|full-quick [--only table2 ...]
     [--tasks purchase click] [--models dnn moe ...] [--seeds 0,1]
+Figures 5 and 6 use the models Table 2 trains in the same process, or, run without table2
+(`--only figure5 figure6`), the checkpoints its runs saved (every model and seed in Table 2's
+file, e.g. filled by separate --merge processes).
 Each writes results/adv_hsc_moe_<name>.json (and a PNG where the paper shows a figure);
 Table 2 one file per ranked label, results/adv_hsc_moe_table2_<task>.json.
 """
@@ -20,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from contract import schema  # noqa: E402
+from training.checkpoint import load_checkpoint  # noqa: E402
 from training.dataset import category_counts  # noqa: E402
 from training.experiments.common import (  # noqa: E402
     SIZES,
@@ -27,6 +31,7 @@ from training.experiments.common import (  # noqa: E402
     experiment_args,
     mean_std,
     prepare_size,
+    run_label,
     run_seeds,
     tuned_runs,
 )
@@ -43,6 +48,8 @@ from training.results import results_dir, write_results  # noqa: E402
 from training.trainer import predict  # noqa: E402
 
 TABLE2_MODELS = ("dnn", "moe", "mmoe_4", "mmoe_10", "adv_moe", "hsc_moe", "adv_hsc_moe")
+# Rows beyond the paper's, run when named with --models: gates reading the top-category.
+EXTRA_MODELS = ("moe_top_gate", "adv_hsc_moe_top_gate")
 PAPER_TABLE2 = {  # adv-hsc-moe Table 2: AUC, NDCG@10, NDCG on the JD search log
     "dnn": (0.8131, 0.5596, 0.5960),
     "moe": (0.8176, 0.5656, 0.6013),
@@ -125,7 +132,9 @@ def write_table2(
         if merge:
             rows, extra = merged_rows(path, rows, extra)
         if summarise:
-            all_models = [m for m in TABLE2_MODELS if any(r["model"] == m for r in rows)]
+            all_models = [
+                m for m in TABLE2_MODELS + EXTRA_MODELS if any(r["model"] == m for r in rows)
+            ]
             seeds = sorted({r["seed"] for r in rows if "seed" in r})
             title = f"Table 2 ({extra['size']}, ranking {task}): mean ± std over seeds {seeds}"
             extra = {**extra, "summary": print_table(title, rows, model_order(rows, all_models))}
@@ -145,6 +154,19 @@ def merged_rows(path: Path, rows: list[dict], extra: dict) -> tuple[list[dict], 
     kept = [r for r in earlier["rows"] if (r["model"], r.get("seed")) not in ours]
     tuning = {**earlier.get("tuning", {}), **extra.get("tuning", {})}
     return kept + rows, {**extra, "tuning": tuning}
+
+
+def saved_runs(task: str, size: str, run_dir: Path) -> dict[str, list]:
+    """{model: [(model, checkpoint)] by seed} for the runs in Table 2's file, loaded from the
+    checkpoints of their chosen trials under run_dir."""
+    name = f"adv_hsc_moe_table2_{task}{SIZES[size].results_suffix}"
+    table = json.loads((results_dir() / f"{name}.json").read_text())
+    runs: dict[str, list] = {}
+    for row in sorted((r for r in table["rows"] if "seed" in r), key=lambda r: r["seed"]):
+        chosen = table["tuning"][row["model"]]["chosen"]
+        path = run_dir / row["model"] / run_label(chosen, row["seed"]) / "model.pt"
+        runs.setdefault(row["model"], []).append(load_checkpoint(path))
+    return runs
 
 
 def print_gates(rows: list[dict]) -> None:
@@ -348,7 +370,9 @@ def _options(parser) -> None:
         help="Table 2's ranked labels, one table each (the paper ranks purchases, eq. 13: on "
         "its own log, with the size's purchase_rate_multiplier); Figures 5-6 use the first",
     )
-    parser.add_argument("--models", nargs="+", choices=TABLE2_MODELS, default=TABLE2_MODELS)
+    parser.add_argument(
+        "--models", nargs="+", choices=TABLE2_MODELS + EXTRA_MODELS, default=TABLE2_MODELS
+    )
     parser.add_argument(
         "--merge",
         action="store_true",
@@ -371,10 +395,13 @@ def main(argv: list[str] | None = None) -> None:
     for number, task in enumerate(args.tasks if needs_table2 else ()):
         prepared = prepare_size(SIZES[args.size], args.artifacts, task=task)
         run_dir = args.artifacts / "runs" / f"adv_hsc_moe_table2_{task}-{args.size}"
-        runs = table2(
-            prepared, args.size, task, run_dir, tuple(args.models), args.seeds,
-            not args.no_baselines, args.merge,
-        )  # fmt: skip
+        if "table2" in only:
+            runs = table2(
+                prepared, args.size, task, run_dir, tuple(args.models), args.seeds,
+                not args.no_baselines, args.merge,
+            )  # fmt: skip
+        else:
+            runs = saved_runs(task, args.size, run_dir)
         if number == 0 and "figure5" in only and "dnn" in runs:
             figure5(prepared, runs, args.size)
         if number == 0 and "figure6" in only:

@@ -243,6 +243,11 @@ def is_gated(model: str) -> bool:
     return getattr(config, "experts", 1) > 1 and hasattr(config, "gate_lr_scale")
 
 
+def run_label(trial: dict, seed: int) -> str:
+    """A tuned run's folder name under run_dir/<model>/, e.g. lr0.003-gate1-seed0."""
+    return "-".join(f"{k.split('_')[0]}{v:g}" for k, v in trial.items()) + f"-seed{seed}"
+
+
 def tuned_runs(
     prepared: Prepared,
     size: Size,
@@ -260,8 +265,7 @@ def tuned_runs(
     def run(trial: dict, seed: int):
         model_options = {**options, **{k: v for k, v in trial.items() if k != "lr"}}
         config = size.train_config(seed, lr=trial["lr"])
-        label = "-".join(f"{k.split('_')[0]}{v:g}" for k, v in trial.items())
-        out = run_dir / model / f"{label}-seed{seed}" if run_dir else None
+        out = run_dir / model / run_label(trial, seed) if run_dir else None
         return fit(prepared, model, model_options, config, out, progress=False)
 
     trials = size.tuning.trials(is_gated(model))

@@ -65,6 +65,12 @@ RECIPES: dict[str, CategoryMoEConfig] = {
     "adv_moe": replace(_NOISY, adversarial_weight=1e-3),
     "hsc_moe": replace(_NOISY, hsc_weight=1e-3),
     "adv_hsc_moe": replace(_NOISY, hsc_weight=1e-3, adversarial_weight=1e-3),
+    # Table 5's gate-input question asked of this log (issue 12): the gate G^I reads the
+    # top-category, the grouping the per-top-category regression fits, not the sub-category.
+    "moe_top_gate": replace(_NOISY, gate_inputs=("top_category",)),
+    "adv_hsc_moe_top_gate": replace(
+        _NOISY, hsc_weight=1e-3, adversarial_weight=1e-3, gate_inputs=("top_category",)
+    ),
     "mmoe_4": replace(_TABLE2, experts=4, top_k=4, category_buckets=10),
     "mmoe_10": replace(_TABLE2, experts=10, top_k=10, category_buckets=10),
 }
