@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import request_response
 
 from service import events, metrics
 from service.auth import require_json, require_token
@@ -104,6 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         after = BackgroundTask(runtime.after_answer, ranked)
         headers = {"x-request-id": ranked.request_id}
         return Response(ranked.body, media_type=JSON, headers=headers, background=after)
+
+    # The endpoint takes the raw Request and returns a ready Response, so FastAPI's exit
+    # stacks and dependency solving around it add only CPU per call: Starlette's plain
+    # adapter calls it (same exception handlers; FastAPI still documents it). Issue 17.
+    plain_route(app, "/v1/rank")
 
     @app.post(
         "/v1/events",
@@ -211,6 +217,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(content, media_type=media_type)
 
     return app
+
+
+def plain_route(app: FastAPI, path: str) -> None:
+    """Call the endpoint at `path` (a function of one Request, returning a Response) through
+    Starlette's request adapter instead of FastAPI's."""
+    route = next(r for r in app.router.routes if getattr(r, "path", None) == path)
+    route.app = request_response(route.endpoint)
 
 
 def announce_curl(settings: Settings) -> None:
