@@ -85,6 +85,11 @@ VARIANTS = {
         "moe",
         {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
     ),
+    # moe_top_gate's trial at full-tuned (gate lr x10), for the h = 0 control.
+    "moe_gate_top_x10_no_brand_decay": (
+        "moe",
+        {**_GATE, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
+    ),
     # The top-category gate in Adv & HSC-MoE, and a MoE gate reading both categories.
     "adv_hsc_moe_gate_top_no_brand_decay": (
         "adv_hsc_moe",
