@@ -38,6 +38,7 @@ _NO_BRAND = {"unread_item_fields": ("brand",)}
 # to use the smaller steps. "lr", "lr_decay" and "patience" set the run, not the model.
 _DECAY = {"lr_decay": 0.5, "patience": 3}
 TRAIN_OPTIONS = ("lr", "lr_decay", "patience")
+_TOP = {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)}
 # name -> (recipe, options)
 VARIANTS = {
     "dnn": ("dnn", _OFF),
@@ -81,43 +82,17 @@ VARIANTS = {
     ),
     # The gate reads the top-category, the grouping of the per-top regression (Table 5's
     # gate-input question asked of this log).
-    "moe_gate_top_no_brand_decay": (
-        "moe",
-        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
-    ),
+    "moe_gate_top_no_brand_decay": ("moe", _TOP),
     # moe_top_gate's trial at full-tuned (gate lr x10), for the h = 0 control.
-    "moe_gate_top_x10_no_brand_decay": (
-        "moe",
-        {**_GATE, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
-    ),
-    # The top-category gate in Adv & HSC-MoE, and a MoE gate reading both categories.
-    "adv_hsc_moe_gate_top_no_brand_decay": (
-        "adv_hsc_moe",
-        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",)},
-    ),
-    # The top-category gate with 2 of 10 experts per row, and with the paper's towers.
-    "moe_gate_top_k2_no_brand_decay": (
-        "moe",
-        {**_GATE_X1, **_NO_BRAND, **_DECAY, "gate_inputs": ("top_category",), "top_k": 2},
-    ),
-    "moe_gate_top_no_brand_decay_512": (
-        "moe",
-        {
-            **_GATE_X1,
-            **_NO_BRAND,
-            **_DECAY,
-            "gate_inputs": ("top_category",),
-            "hidden": (512, 256),
-        },
-    ),
+    "moe_gate_top_x10_no_brand_decay": ("moe", {**_TOP, **_GATE}),
+    # The top-category gate in Adv & HSC-MoE, with 2 of 10 experts per row, with the
+    # paper's towers; a MoE gate reading both categories.
+    "adv_hsc_moe_gate_top_no_brand_decay": ("adv_hsc_moe", _TOP),
+    "moe_gate_top_k2_no_brand_decay": ("moe", {**_TOP, "top_k": 2}),
+    "moe_gate_top_no_brand_decay_512": ("moe", {**_TOP, "hidden": (512, 256)}),
     "moe_gate_top_sub_no_brand_decay": (
         "moe",
-        {
-            **_GATE_X1,
-            **_NO_BRAND,
-            **_DECAY,
-            "gate_inputs": ("top_category", "query_category"),
-        },
+        {**_TOP, "gate_inputs": ("top_category", "query_category")},
     ),
 }
 
