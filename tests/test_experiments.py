@@ -93,6 +93,15 @@ def test_wecan_table4_and_figure2_write_their_results(tiny, small_log):
     assert {r["field"] for r in figure2} == set(wecan.FIELDS)
     assert all(0 < r["weight"] < 1 for r in figure2)
     assert (tiny / "wecan_figure2.png").stat().st_size > 0
+    # Another seed run apart (--seeds 1 --merge) joins the table: both seeds, one reference set.
+    wecan.table4(small_log, "tiny", seeds=(1,), merge=True)
+    record = json.loads((tiny / "wecan_table4.json").read_text())
+    assert record["seeds_done"] == [0, 1]
+    runs = {(r["model"], r.get("seed")) for r in record["rows"] if r["domain"] == "all"}
+    assert runs == {(m, s) for m in wecan.MODELS for s in (0, 1)} | {(m, None) for m in references}
+    assert len(record["rows"]) == len(
+        {(r["model"], r.get("seed"), r["domain"]) for r in record["rows"]}
+    )
 
 
 def test_every_model_gets_the_same_tuning_budget():

@@ -8,10 +8,11 @@ import torch
 from conftest import make_spec
 
 from training.dataset import TextTables
-from training.experiments.mlpr_finetune import SETTINGS, rows_of_other_seeds
+from training.experiments.mlpr_finetune import SETTINGS
 from training.models.mlpr import MultiTaskRanker
 from training.models.registry import config_for
 from training.models.text_tail import EncoderTail, FineTunedText, token_states
+from training.results import other_runs
 
 QUERIES = ["cheap laptop", "red running shoes", "tv"]
 TITLES = ["Acme Budget Laptop 15in AC123", "Zoom Red Running Shoes", "Big Television 55",
@@ -72,16 +73,22 @@ def test_a_training_step_moves_the_last_layer_at_its_own_learning_rate():
     assert any(moved)
 
 
-def test_table3_keeps_the_rows_of_seeds_run_elsewhere_with_the_same_settings(tmp_path):
+def test_a_table_keeps_the_rows_of_runs_made_elsewhere_with_the_same_settings(tmp_path):
     settings = {"size": "full", "steps": 300, "tail_lr": 1e-4}
-    rows = [{"seed": seed, "recipe": "mlpr", "auc": 0.6 + seed} for seed in (0, 1, 2)]
+    rows = [{"model": "mlpr", "seed": seed, "auc": 0.6 + seed} for seed in (0, 1, 2)]
+    reference = {"model": "oracle_bayes", "auc": 0.9}  # references carry no seed
     path = tmp_path / "mlpr_table3.json"
-    path.write_text(json.dumps({"rows": rows, **settings}))
-    assert rows_of_other_seeds(path, settings, (1,)) == [rows[0], rows[2]]
-    assert rows_of_other_seeds(path, {**settings, "steps": 40}, (1,)) == []  # not comparable
-    assert rows_of_other_seeds(tmp_path / "absent.json", settings, (1,)) == []
+    path.write_text(json.dumps({"rows": [*rows, reference], **settings}))
+    ours = [{"model": "mlpr", "seed": 1, "auc": 0.0}]
+    assert other_runs(path, ours, settings) == (
+        [rows[0], rows[2], reference],
+        json.loads(path.read_text()),
+    )
+    assert other_runs(path, [*ours, reference], settings)[0] == [rows[0], rows[2]]  # replaced
+    assert other_runs(path, ours, {**settings, "steps": 40}) == ([], {})  # not comparable
+    assert other_runs(tmp_path / "absent.json", ours, settings) == ([], {})
     path.write_text("")  # created empty by the lock of a first run
-    assert rows_of_other_seeds(path, settings, (1,)) == []
+    assert other_runs(path, ours, settings) == ([], {})
 
 
 def test_table3_seeds_run_apart_end_in_one_table(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ from contract.schema import TASKS
 from training.experiments.mlpr_eval import lifts, neural_scores, task_metrics, xgboost_scores
 from training.experiments.mlpr_figure2 import impression_groups
 from training.models.mlpr import RECIPES
+from training.oracle import RANKINGS as RANKINGS_OF_ORACLE
 from training.trainer import TrainConfig
 
 FAST = TrainConfig(epochs=1, lr=3e-3, batch_size=512)
@@ -67,3 +68,26 @@ def test_impression_groups_cut_the_test_rows_at_the_25th_and_75th_percentiles():
     pairs = log.groupby(["query_text", "item_id"]).size()
     counts = np.array([pairs.get((q, i), 0) for q, i in zip(test.query_text, test.item_id)])
     assert counts[group == 0].max() <= counts[group == 2].min()  # rarest first
+
+
+def test_table2_references_rank_every_task_with_a_headroom_share(cascade_log):
+    from training.experiments.mlpr import reference_rows
+    from training.experiments.references import add_headroom_shares
+
+    rows = add_headroom_shares(reference_rows(cascade_log), "session_auc", "task")
+    cell = {(r["model"], r["task"]): r for r in rows}
+    assert {m for m, _ in cell} == {f"oracle_{n}" for n in RANKINGS_OF_ORACLE} | {"logreg_per_top"}
+    for task in TASKS:
+        assert cell["oracle_blind_sub", task]["headroom_share"] == pytest.approx(1.0)
+        assert cell["oracle_blind_global", task]["headroom_share"] == pytest.approx(0.0)
+        oracle = {
+            n: cell[f"oracle_{n}", task]["session_auc"] for n in ("blind_global", "blind_sub")
+        }
+        logreg = cell["logreg_per_top", task]
+        assert logreg["headroom_share"] == pytest.approx(
+            (logreg["session_auc"] - oracle["blind_global"])
+            / (oracle["blind_sub"] - oracle["blind_global"])
+        )
+        assert logreg[f"{task}_C"] > 0  # the regression's chosen penalty, per task
+    # Position is in the true probabilities and in no model's input.
+    assert cell["oracle_bayes", "click"]["auc"] > cell["logreg_per_top", "click"]["auc"]

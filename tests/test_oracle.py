@@ -13,7 +13,13 @@ import pytest
 from tests import test_generator
 from training.data.simulator.behaviour import purchase_vector
 from training.data.simulator.generator import GeneratorConfig, generate
-from training.oracle import RANKINGS, headroom_share, oracle_metrics, read_oracle
+from training.oracle import (
+    RANKINGS,
+    headroom_share,
+    oracle_metrics,
+    oracle_scores,
+    read_oracle,
+)
 
 TINY = dataclasses.replace(test_generator.TINY, rate_multiplier=4.0)
 
@@ -38,12 +44,17 @@ def test_oracle_rows_align_with_impressions_and_factor_the_click(tiny_log):
     assert oracle["p_click"].sum() == pytest.approx(frame["click"].sum(), rel=0.1)
     clicked = frame["click"] == 1
     assert oracle["p_atc_given_click"][clicked].sum() == pytest.approx(frame["atc"].sum(), rel=0.25)
+    # The later tasks' rankings are the click's times the true conversion, whatever ranking.
+    atc, purchase = oracle_scores(oracle, "atc"), oracle_scores(oracle, "purchase")
+    for ranking, column in RANKINGS.items():
+        np.testing.assert_allclose(atc[ranking], oracle[column] * oracle["p_atc_given_click"])
+        np.testing.assert_allclose(purchase[ranking], atc[ranking] * oracle["p_purchase_given_atc"])
 
 
 def test_ground_truth_holds_the_test_split_oracle_table(tiny_log):
     out, frame, _, truth = tiny_log
     table = truth["oracle"]
-    assert set(table) == {"split", "click", "purchase"}
+    assert set(table) == {"split", "click", "atc", "purchase"}
     assert set(table["click"]) == set(RANKINGS)
     click = table["click"]
     assert click["bayes"]["session_auc"] > click["blind_sub"]["session_auc"]

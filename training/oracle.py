@@ -1,8 +1,8 @@
 """The oracle beside every result: what the simulator's true probabilities score on a split,
 and how much of the learnable headroom a model's figure covers.
 
-Rankings (for the click task; for purchase each is multiplied by the true
-P(atc | click) * P(purchase | atc), which no category structure moves):
+Rankings (for the click task; for add-to-cart each is multiplied by the true P(atc | click),
+for purchase by P(atc | click) * P(purchase | atc): no category structure moves these):
 
 - `bayes`: the true P(click), position bias included: the ceiling no ranker can pass;
 - `blind_sub`: P(click | examined) with every sub-category's true weights: the ceiling of a
@@ -32,17 +32,18 @@ RANKINGS = {
     "blind_top": "click_blind_top",
     "blind_global": "click_blind_global",
 }
-ORACLE_TASKS = ("click", "purchase")
+ORACLE_TASKS = ("click", "atc", "purchase")
 
 
 def oracle_scores(oracle: pd.DataFrame, task: str) -> dict[str, np.ndarray]:
-    """{ranking: scores [n]} for `task` ("click" or "purchase") from oracle rows."""
+    """{ranking: scores [n]} for `task` (one of ORACLE_TASKS) from oracle rows."""
     if task not in ORACLE_TASKS:
         raise ValueError(f"the oracle ranks {ORACLE_TASKS}, not {task!r}")
-    conversion = 1.0
+    conversion = np.ones(len(oracle))
+    if task in ("atc", "purchase"):
+        conversion = oracle["p_atc_given_click"].to_numpy(np.float64)
     if task == "purchase":
-        conversion = oracle["p_atc_given_click"].to_numpy() * oracle["p_purchase_given_atc"]
-        conversion = np.asarray(conversion, dtype=np.float64)
+        conversion = conversion * oracle["p_purchase_given_atc"].to_numpy(np.float64)
     return {
         name: oracle[column].to_numpy(np.float64) * conversion for name, column in RANKINGS.items()
     }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -66,3 +68,29 @@ def write_results(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+@contextmanager
+def locked(name: str):
+    """Hold an exclusive lock on results/<name>.json (created if absent) and yield its path:
+    separate processes filling one table read, merge and write it one at a time."""
+    path = results_dir() / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield path
+
+
+def other_runs(path: Path, rows: list[dict], same: dict) -> tuple[list[dict], dict]:
+    """(rows, record) of the results file `path` from runs that `rows` does not hold, when the
+    file's `same` entries equal these (else ([], {})): what a process filling one table beside
+    others keeps. A run is a (model, seed) pair; a reference row (no seed) in `rows` replaces
+    the file's."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [], {}
+    if any(earlier.get(key) != value for key, value in same.items()):
+        return [], {}
+    ours = {(r["model"], r.get("seed")) for r in rows}
+    return [r for r in earlier["rows"] if (r["model"], r.get("seed")) not in ours], earlier

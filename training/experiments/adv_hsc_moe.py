@@ -11,7 +11,6 @@ Table 2 one file per ranked label, results/adv_hsc_moe_table2_<task>.json.
 
 from __future__ import annotations
 
-import fcntl
 import json
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from training.experiments.references import (  # noqa: E402
 )
 from training.gate_diagnostics import category_silhouette, diagnose  # noqa: E402
 from training.metrics import breakdown, size_buckets  # noqa: E402
-from training.results import results_dir, write_results  # noqa: E402
+from training.results import locked, other_runs, results_dir, write_results  # noqa: E402
 from training.trainer import predict  # noqa: E402
 
 TABLE2_MODELS = ("dnn", "moe", "mmoe_4", "mmoe_10", "adv_moe", "hsc_moe", "adv_hsc_moe")
@@ -125,12 +124,11 @@ def write_table2(
     reference (oracle, baseline) from this run replaces the file's. With summarise, print the
     table and the gates and store the summary."""
     name = f"adv_hsc_moe_table2_{task}{SIZES[extra['size']].results_suffix}"
-    path = results_dir() / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with locked(name) as path:
         if merge:
-            rows, extra = merged_rows(path, rows, extra)
+            kept, earlier = other_runs(path, rows, {"size": extra["size"], "task": task})
+            tuning = {**earlier.get("tuning", {}), **extra.get("tuning", {})}
+            rows, extra = kept + rows, {**extra, "tuning": tuning}
         if summarise:
             all_models = [
                 m for m in TABLE2_MODELS + EXTRA_MODELS if any(r["model"] == m for r in rows)
@@ -140,20 +138,6 @@ def write_table2(
             extra = {**extra, "summary": print_table(title, rows, model_order(rows, all_models))}
             print_gates(rows)
         write_results(name, rows, extra)
-
-
-def merged_rows(path: Path, rows: list[dict], extra: dict) -> tuple[list[dict], dict]:
-    """(rows, extra) with the earlier file's rows of other runs kept (see write_table2)."""
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return rows, extra
-    if (earlier.get("size"), earlier.get("task")) != (extra["size"], extra["task"]):
-        return rows, extra
-    ours = {(r["model"], r.get("seed")) for r in rows}  # references have no seed
-    kept = [r for r in earlier["rows"] if (r["model"], r.get("seed")) not in ours]
-    tuning = {**earlier.get("tuning", {}), **extra.get("tuning", {})}
-    return kept + rows, {**extra, "tuning": tuning}
 
 
 def saved_runs(task: str, size: str, run_dir: Path) -> dict[str, list]:

@@ -196,6 +196,15 @@ MULTITASK_SIZES = {
         finetune_seeds=(0, 1, 2),  # three, so Table 3 has a spread at the committed size
     ),
 }
+# Issue 12's log for MLPR's mechanism: the purchase stage's weights correlated 0.5 with
+# add-to-cart's instead of identical, so the two tasks rank differently and task-specific
+# experts have something a shared bottom does not represent (writes ..._rho05.json).
+MULTITASK_SIZES["full-rho05"] = replace(
+    MULTITASK_SIZES["full"],
+    data=replace(MULTITASK_SIZES["full"].data, purchase_conversion_correlation=0.5),
+    log_name="full-mlpr-rho05",
+    results_suffix="_rho05",
+)
 
 
 def data_dir(size: Size, artifacts: Path, task: str = "click") -> Path:

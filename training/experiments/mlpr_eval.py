@@ -41,13 +41,17 @@ def metric_rows(model: str, seed: int, tasks, labels, scores, sessions, **extra)
 
 
 def summarise(rows: list[dict], key: str = "model") -> dict:
-    """{key value: {task: {metric: "mean ± std"}}} over seeds."""
+    """{key value: {task: {metric: "mean ± std"}}} over seeds (with the headroom share where
+    the rows carry one)."""
     out: dict = {}
     for row in rows:
         out.setdefault(row[key], {}).setdefault(row["task"], []).append(row)
     return {
         name: {
-            task: {m: mean_std([r[m] for r in rs]) for m in METRICS} for task, rs in tasks.items()
+            task: {
+                m: mean_std([r[m] for r in rs]) for m in (*METRICS, "headroom_share") if m in rs[0]
+            }
+            for task, rs in tasks.items()
         }
         for name, tasks in out.items()
     }
@@ -71,11 +75,11 @@ def lifts(rows: list[dict], baseline: str = "xgboost", key: str = "model") -> di
 def print_table(title: str, rows: list[dict], tasks, key: str = "model") -> None:
     summary = summarise(rows, key)
     print(f"\n{title}")
-    print(f"{key:<40} {'task':<9} " + " ".join(f"{m:<17}" for m in METRICS))
+    print(f"{key:<40} {'task':<9} " + " ".join(f"{m:<17}" for m in (*METRICS, "headroom")))
     for name, per_task in summary.items():
         for task in tasks:
             if task in per_task:
-                cells = " ".join(f"{per_task[task][m]:<17}" for m in METRICS)
+                cells = " ".join(f"{cell:<17}" for cell in per_task[task].values())
                 print(f"{name:<40} {task:<9} {cells}")
 
 

@@ -13,10 +13,7 @@ encoder's last transformer layer (models/text_tail.py). Four settings per model 
 from __future__ import annotations
 
 import copy
-import fcntl
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +23,7 @@ from training.dataset import TextTables
 from training.experiments.mlpr_eval import lifts, metric_rows, print_table, summarise
 from training.fitting import Prepared, fit
 from training.models.text_tail import EncoderTail, FineTunedText, TokenStates, token_states
-from training.results import results_dir, write_results
+from training.results import locked, other_runs, write_results
 from training.trainer import TrainConfig, predict, train
 
 TAIL_LR = 1e-4  # the encoder layer's learning rate (BERT fine-tuning range)
@@ -83,11 +80,8 @@ def table3(prepared: Prepared, size_config, size: str, data_dir, seeds, options:
                                     scores, test.sessions, recipe=name, setting=setting)  # fmt: skip
             print(f"  fine-tuning {name} seed {seed} done", flush=True)
     settings = {"size": size, "steps": size_config.finetune_steps, "tail_lr": TAIL_LR}
-    path = results_dir() / "mlpr_table3.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # another process's seeds may be finishing too
-        rows = rows_of_other_seeds(path, settings, seeds) + rows
+    with locked("mlpr_table3") as path:  # another process's seeds may be finishing too
+        rows = other_runs(path, rows, settings)[0] + rows
         gains = {}
         for name in ("mlp_mtl", "mlpr"):
             mine = [r for r in rows if r["recipe"] == name]
@@ -96,14 +90,3 @@ def table3(prepared: Prepared, size_config, size: str, data_dir, seeds, options:
                  "summary": summarise(rows), "gain_over_frozen_projection": gains}  # fmt: skip
         write_results("mlpr_table3", rows, extra)
     print_table(f"Table 3 ({size}): fine-tuning the encoder's last layer", rows, TASKS)
-
-
-def rows_of_other_seeds(path: Path, settings: dict, seeds) -> list[dict]:
-    """Rows of seeds not run now from an earlier Table 3 with the same settings, if any."""
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    if any(earlier.get(key) != value for key, value in settings.items()):
-        return []
-    return [row for row in earlier["rows"] if row["seed"] not in seeds]

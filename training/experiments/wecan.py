@@ -1,7 +1,7 @@
 """we-can experiments: cross-domain AUC per platform (Table 4's shape) and the per-domain
 attention weights of price and brand features (Figure 2).
 
-python -m training.experiments.wecan --size small|full
+python -m training.experiments.wecan --size small|full [--seeds 1,2 --merge]
 Writes results/wecan_table4.json (rows {model, seed, domain, auc, session_auc,
 headroom_share}) and
 results/wecan_figure2.json + .png (rows {domain, field, weight}: mean attention weight of a field
@@ -37,7 +37,7 @@ from training.experiments.references import (
     reference_scores,
 )
 from training.metrics import breakdown
-from training.results import results_dir, write_results
+from training.results import locked, other_runs, results_dir, write_results
 from training.trainer import predict
 
 MODELS = ("deep_cross", "shared_private", "can", "we_can")
@@ -55,8 +55,12 @@ def figures(labels: np.ndarray, scores: np.ndarray, sessions: np.ndarray, keys) 
     return {key: {"auc": auc[key][0], "session_auc": gauc[key][0]} for key in auc}
 
 
-def table4(prepared, size: str) -> dict:
+def table4(prepared, size: str, seeds=None, merge: bool = False) -> dict:
+    """Table 4 over `seeds` (default: the size's); merge=True keeps the rows of other seeds
+    already in the file, so seeds can run as separate processes into one table. Returns
+    {model: its first seed's model}."""
     test, spec = prepared.test, WECAN_SIZES[size]
+    seeds = seeds or spec.seeds
     domains = prepared.test_frame[schema.PLATFORM].to_numpy().astype(str)
     labels = test.labels.numpy()[:, 0]
 
@@ -70,11 +74,19 @@ def table4(prepared, size: str) -> dict:
     order = ["all", *sorted(set(map(str, domains)))]
     clicks = {d: int(labels[domains == d].sum()) for d in order[1:]}
 
-    def report(rows: list[dict], done: list[str]) -> None:
+    def report(rows: list[dict]) -> None:
         """Write the table so far (after each model, so a cut-short run leaves its rows)."""
+        with locked("wecan_table4") as path:
+            if merge:
+                rows = other_runs(path, rows, {"size": size})[0] + rows
+            write(rows)
+
+    def write(rows: list[dict]) -> None:
         rows = add_headroom_shares(rows, "auc", "domain")
+        done = [name for name in MODELS if any(r["model"] == name for r in rows)]
         names = model_order(rows, done)
-        title = f"Table 4 ({size}, {', '.join(done) or 'references'}): seeds {spec.seeds}"
+        done_seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+        title = f"Table 4 ({size}, {', '.join(done) or 'references'}): seeds {done_seeds}"
         overall = print_table(title, [r for r in rows if r["domain"] == "all"], names,
                               ("auc", "session_auc"))  # fmt: skip
         summary, headroom = (
@@ -82,8 +94,9 @@ def table4(prepared, size: str) -> dict:
                                  and r["domain"] == d]) for d in order} for name in names}
             for figure in ("auc", "headroom_share")
         )  # fmt: skip
-        extra = {"size": size, "models_done": done, "summary": summary, "headroom_share":
-                 headroom, "overall": overall, "test_clicks": clicks, "paper": PAPER_TABLE4}  # fmt: skip
+        extra = {"size": size, "models_done": done, "seeds_done": done_seeds, "summary": summary,
+                 "headroom_share": headroom, "overall": overall, "test_clicks": clicks,
+                 "paper": PAPER_TABLE4}  # fmt: skip
         write_results("wecan_table4", rows, extra)
         print(f"AUC by platform (test clicks {clicks})")
         for name in names:
@@ -93,11 +106,11 @@ def table4(prepared, size: str) -> dict:
     rows = [r for name, s in references.items() for r in rows_of(name, s, **info.get(name, {}))]
     models = {}
     for name in MODELS:
-        runs = run_seeds(prepared, spec, name, spec.seeds)
+        runs = run_seeds(prepared, spec, name, seeds)
         models[name] = runs[0][0]
-        for seed, (model, _) in zip(spec.seeds, runs):
+        for seed, (model, _) in zip(seeds, runs):
             rows += rows_of(name, predict(model, test), seed=seed)
-        report(rows, list(models))
+        report(rows)
     return models
 
 
@@ -147,10 +160,19 @@ def plot_figure2(rows: list[dict], platforms: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = experiment_args("wecan", __doc__, WECAN_SIZES, argv)
-    prepared = prepare_size(WECAN_SIZES[args.size], args.artifacts)
-    models = table4(prepared, args.size)
-    figure2(models["can"], prepared, args.size)
+    args = experiment_args(
+        "wecan", __doc__, WECAN_SIZES, argv, seeds_help="Table 4's seeds (default: the size's)",
+        add_options=lambda parser: parser.add_argument(
+            "--merge", action="store_true",
+            help="keep the other seeds' rows already in Table 4's file (separate processes "
+            "filling one table)",
+        ),
+    )  # fmt: skip
+    spec = WECAN_SIZES[args.size]
+    prepared = prepare_size(spec, args.artifacts)
+    models = table4(prepared, args.size, args.seeds, args.merge)
+    if (args.seeds or spec.seeds)[0] == spec.seeds[0]:  # Figure 2 is the size's first seed's
+        figure2(models["can"], prepared, args.size)
 
 
 if __name__ == "__main__":
