@@ -148,6 +148,16 @@ def test_table3_writes_overall_and_per_scenario_rows(monkeypatch, tmp_path):
     # The oracle ranks CTCVR by the true P(click) x P(purchase | click), above chance.
     assert cell["oracle_bayes", "all"]["ctcvr_auc"] > 0.6
     assert cell["oracle_bayes", "all"]["ctr_gauc"] > cell["oracle_blind_global", "all"]["ctr_gauc"]
+    # A log of another size writes its own file; a seed run apart (--seeds 1 --merge) joins it.
+    monkeypatch.setitem(common.MULTITASK_SIZES, "tiny-b", replace(tiny, results_suffix="_b"))
+    hmoe.table3("tiny-b", tmp_path / "artifacts")
+    hmoe.table3("tiny-b", tmp_path / "artifacts", seeds=(1,), merge=True)
+    record = json.loads((tmp_path / "hmoe_table3_b.json").read_text())
+    assert record["seeds_done"] == [0, 1]
+    runs = [(r["model"], r.get("seed")) for r in record["rows"] if r["scenario"] == "all"]
+    assert sorted(runs, key=str) == sorted(
+        [(m, None) for m in references] + [(m, s) for m in hmoe.MODELS for s in (0, 1)], key=str
+    )
     for scenario in scenarios:  # every row's share is against its own scenario's oracle
         hmoe_row, low, high = (cell[m, scenario] for m in
                                ("hmoe", "oracle_blind_global", "oracle_blind_sub"))  # fmt: skip

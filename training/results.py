@@ -94,3 +94,11 @@ def other_runs(path: Path, rows: list[dict], same: dict) -> tuple[list[dict], di
         return [], {}
     ours = {(r["model"], r.get("seed")) for r in rows}
     return [r for r in earlier["rows"] if (r["model"], r.get("seed")) not in ours], earlier
+
+
+@contextmanager
+def merged(name: str, rows: list[dict], same: dict, merge: bool):
+    """Under results/<name>.json's lock, yield the rows to write: `rows`, after the file's
+    rows of other runs (other_runs) when `merge`."""
+    with locked(name) as path:
+        yield (other_runs(path, rows, same)[0] if merge else []) + rows

@@ -358,12 +358,6 @@ def _options(parser) -> None:
         "--models", nargs="+", choices=TABLE2_MODELS + EXTRA_MODELS, default=TABLE2_MODELS
     )
     parser.add_argument(
-        "--merge",
-        action="store_true",
-        help="keep the other models' and seeds' rows already in Table 2's file (separate "
-        "processes filling one table)",
-    )
-    parser.add_argument(
         "--no-baselines",
         action="store_true",
         help="leave the fitted baselines out of Table 2 (another run of the table has them)",
@@ -372,7 +366,7 @@ def _options(parser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = experiment_args(
-        "adv_hsc_moe", __doc__, SIZES, argv, EXPERIMENTS, "Table 2's seeds", _options
+        "adv_hsc_moe", __doc__, SIZES, argv, EXPERIMENTS, "Table 2's seeds", _options, merge=True
     )
     only = set(args.only)
     needs_table2 = only & {"table2", "figure5", "figure6"}

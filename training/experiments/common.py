@@ -205,6 +205,15 @@ MULTITASK_SIZES["full-rho05"] = replace(
     log_name="full-mlpr-rho05",
     results_suffix="_rho05",
 )
+# Issue 12's log for HMoE's mechanism: each scenario (country) searches its own mix of
+# departments (P(scenario | top-category) tilted by exp(1.0 * N(0, 1))), so the scenario
+# says something about what is searched (writes hmoe_table3_tilt1.json).
+MULTITASK_SIZES["full-tilt1"] = replace(
+    MULTITASK_SIZES["full"],
+    data=replace(MULTITASK_SIZES["full"].data, scenario_category_tilt=1.0),
+    log_name="full-mlpr-tilt1",
+    results_suffix="_tilt1",
+)
 
 
 def data_dir(size: Size, artifacts: Path, task: str = "click") -> Path:
@@ -302,10 +311,11 @@ def experiment_args(
     only: tuple[str, ...] = (),
     seeds_help: str | None = None,
     add_options=None,
+    merge: bool = False,
 ) -> argparse.Namespace:
     """The options every experiment CLI shares: --size, --artifacts, given `only` --only,
-    and given `seeds_help` --seeds (what the experiment does with them); `add_options`
-    (parser -> None) adds an experiment's own."""
+    given `seeds_help` --seeds (what the experiment does with them), given `merge` --merge;
+    `add_options` (parser -> None) adds an experiment's own."""
     parser = argparse.ArgumentParser(
         prog=f"python -m training.experiments.{module}", description=doc
     )
@@ -315,6 +325,13 @@ def experiment_args(
         parser.add_argument("--only", nargs="+", choices=only, default=list(only))
     if seeds_help:
         parser.add_argument("--seeds", type=seed_list, help=seeds_help)
+    if merge:
+        parser.add_argument(
+            "--merge",
+            action="store_true",
+            help="keep the other runs' rows (models, seeds) already in the table's file: "
+            "separate processes filling one table",
+        )
     if add_options:
         add_options(parser)
     return parser.parse_args(argv)

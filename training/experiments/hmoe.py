@@ -1,8 +1,9 @@
 """hmoe experiments: the click and CTCVR figures of Table 3, overall and per scenario.
 
-python -m training.experiments.hmoe --size small|full
-Writes results/hmoe_table3.json: rows {model, seed, scenario, ctr_gauc, ctr_ndcg_at_10,
-ctcvr_auc, headroom_share} with scenario "all" and each scenario (country) of the log.
+python -m training.experiments.hmoe --size small|full [--seeds 1,2 --merge]
+Writes results/hmoe_table3<the size's results_suffix>.json: rows {model, seed, scenario,
+ctr_gauc, ctr_ndcg_at_10, ctcvr_auc, headroom_share} with scenario "all" and each scenario
+(country) of the log.
 Models: BaseDNN (one bottom, one tower), IMMoE (MMoE with a gate and tower per scenario),
 HDNN (BaseDNN + the stacked scenario gate), NoStopGrad-HMoE and HMoE. The log is the mlpr one
 (labels 6x denser), so purchases number in the thousands at full size; ranking is by
@@ -29,7 +30,7 @@ from training.experiments.references import (
 )
 from training.fitting import fit, prepare
 from training.metrics import breakdown, per_session_ndcg
-from training.results import write_results
+from training.results import merged, write_results
 from training.trainer import predict
 
 MODELS = ("base_dnn", "immoe", "hdnn", "hmoe_no_stopgrad", "hmoe")
@@ -55,8 +56,11 @@ def figures(labels: np.ndarray, scores: np.ndarray, sessions: np.ndarray, keys) 
     }
 
 
-def table3(size: str, artifacts: Path) -> list[dict]:
+def table3(size: str, artifacts: Path, seeds=None, merge: bool = False) -> list[dict]:
+    """Table 3 over `seeds` (default: the size's); merge=True keeps the rows of other seeds
+    already in the file, so seeds can run as separate processes into one table."""
     spec = MULTITASK_SIZES[size]
+    seeds, name = seeds or spec.seeds, f"hmoe_table3{spec.results_suffix}"
     prepared = prepare(data_dir(spec, artifacts), tasks=TASKS, progress=False)
     test, labels = prepared.test, prepared.test.labels.numpy()
     scenarios = prepared.test_frame[schema.SCENARIO].to_numpy().astype(str)
@@ -68,9 +72,14 @@ def table3(size: str, artifacts: Path) -> list[dict]:
             for key, cells in figures(labels, scores, test.sessions, keys).items()
         ]
 
-    def report(rows: list[dict], seeds: list[int]) -> list[dict]:
+    def report(rows: list[dict]) -> list[dict]:
         """Write the table so far (after each seed, so a cut-short run leaves its rows)."""
+        with merged(name, rows, {"size": size}, merge) as rows:
+            return write(rows)
+
+    def write(rows: list[dict]) -> list[dict]:
         rows = add_headroom_shares(rows, "ctr_gauc", "scenario")
+        seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
         overall = [r for r in rows if r["scenario"] == "all"]
         names = model_order(overall, MODELS)
         title = f"Table 3 ({size}): mean ± std over seeds {seeds}, references first"
@@ -82,27 +91,34 @@ def table3(size: str, artifacts: Path) -> list[dict]:
         }  # fmt: skip
         extra = {"size": size, "seeds_done": seeds, "summary": summary,
                  "ctr_gauc_by_scenario": by_scenario, "paper": PAPER_TABLE3}  # fmt: skip
-        write_results("hmoe_table3", rows, extra)
+        write_results(name, rows, extra)
         return rows
 
     references, info = reference_scores(prepared, TASKS)
     rows = [r for name, s in references.items() for r in rows_of(name, s, **info.get(name, {}))]
-    for seed in spec.seeds:
-        for name in MODELS:
+    for seed in seeds:
+        for model_name in MODELS:
             model, _ = fit(
-                prepared, name, {"tasks": TASKS}, spec.train_config(seed), progress=False
+                prepared, model_name, {"tasks": TASKS}, spec.train_config(seed), progress=False
             )
-            rows += rows_of(name, predict(model, test), seed=seed)
-            print(f"  {name} seed {seed} done", flush=True)
-        table = report(rows, list(spec.seeds[: spec.seeds.index(seed) + 1]))
+            rows += rows_of(model_name, predict(model, test), seed=seed)
+            print(f"  {model_name} seed {seed} done", flush=True)
+        table = report(rows)
     print("paper CTR GAUC / NDCG@10: "
           + ", ".join(f"{n} {g} / {d}" for n, (g, d) in PAPER_TABLE3.items()))  # fmt: skip
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = experiment_args("hmoe", __doc__, MULTITASK_SIZES, argv)
-    table3(args.size, args.artifacts)
+    args = experiment_args(
+        "hmoe",
+        __doc__,
+        MULTITASK_SIZES,
+        argv,
+        seeds_help="Table 3's seeds (default: the size's)",
+        merge=True,
+    )
+    table3(args.size, args.artifacts, args.seeds, args.merge)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from training.experiments.references import (
     reference_scores,
 )
 from training.metrics import breakdown
-from training.results import locked, other_runs, results_dir, write_results
+from training.results import merged, results_dir, write_results
 from training.trainer import predict
 
 MODELS = ("deep_cross", "shared_private", "can", "we_can")
@@ -76,9 +76,7 @@ def table4(prepared, size: str, seeds=None, merge: bool = False) -> dict:
 
     def report(rows: list[dict]) -> None:
         """Write the table so far (after each model, so a cut-short run leaves its rows)."""
-        with locked("wecan_table4") as path:
-            if merge:
-                rows = other_runs(path, rows, {"size": size})[0] + rows
+        with merged("wecan_table4", rows, {"size": size}, merge) as rows:
             write(rows)
 
     def write(rows: list[dict]) -> None:
@@ -161,13 +159,13 @@ def plot_figure2(rows: list[dict], platforms: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = experiment_args(
-        "wecan", __doc__, WECAN_SIZES, argv, seeds_help="Table 4's seeds (default: the size's)",
-        add_options=lambda parser: parser.add_argument(
-            "--merge", action="store_true",
-            help="keep the other seeds' rows already in Table 4's file (separate processes "
-            "filling one table)",
-        ),
-    )  # fmt: skip
+        "wecan",
+        __doc__,
+        WECAN_SIZES,
+        argv,
+        seeds_help="Table 4's seeds (default: the size's)",
+        merge=True,
+    )
     spec = WECAN_SIZES[args.size]
     prepared = prepare_size(spec, args.artifacts)
     models = table4(prepared, args.size, args.seeds, args.merge)
