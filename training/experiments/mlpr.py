@@ -28,7 +28,7 @@ from training.experiments.mlpr_finetune import table3
 from training.experiments.references import add_headroom_shares, reference_scores
 from training.fitting import Prepared, prepare
 from training.models.mlpr import QUERY_GATE
-from training.results import write_results
+from training.results import merged, write_results
 
 TABLE2 = ("mlp_single", "mlp_mtl", "esm2", "mmoe", "ple", "aitm", "mlpr")
 CHAIN = ("mlp_mtl", "mtl_uncertainty", "mtl_two_stage", "mtl_attention", "mlpr")
@@ -59,10 +59,11 @@ def options(size: str, overrides: dict | None = None) -> dict:
     return MULTITASK_SIZES[size].options({"gate_inputs": ITEM_GATE, **(overrides or {})})
 
 
-def run(prepared: Prepared, size: str, names, overrides: dict | None = None) -> dict:
-    """{(name, seed): test scores [n, T]} for XGBoost and neural recipes over the seeds."""
+def run(prepared: Prepared, size: str, names, overrides: dict | None = None, seeds=None) -> dict:
+    """{(name, seed): test scores [n, T]} for XGBoost and neural recipes over `seeds`
+    (default: the size's)."""
     scores = {}
-    for seed in MULTITASK_SIZES[size].seeds:
+    for seed in seeds or MULTITASK_SIZES[size].seeds:
         for name in names:
             if name == "xgboost":
                 scores[name, seed] = xgboost_scores(
@@ -99,20 +100,20 @@ def reference_rows(prepared: Prepared) -> list[dict]:
     ]
 
 
-def table2(prepared: Prepared, size: str) -> dict:
-    """Table 2 beside the references; each row's headroom share is of its session AUC,
-    against the oracle rows of its task."""
-    scores = run(prepared, size, ("xgboost", *TABLE2))
-    rows = add_headroom_shares(
-        reference_rows(prepared) + rows_of(prepared, scores), "session_auc", "task"
-    )
-    extra = {"size": size, "summary": summarise(rows), "lift_over_xgboost": lifts(rows),
-             "paper_lift_over_xgboost": PAPER_TABLE2}  # fmt: skip
-    suffix = MULTITASK_SIZES[size].results_suffix
-    write_results(f"{RESULTS_PREFIX}table2{suffix}", rows, extra)
-    print_table(
-        f"Table 2 ({size}): mean ± std over seeds {MULTITASK_SIZES[size].seeds}", rows, TASKS
-    )
+def table2(prepared: Prepared, size: str, seeds=None, merge: bool = False) -> dict:
+    """Table 2 over `seeds` (default: the size's) beside the references; each row's headroom
+    share is of its session AUC, against the oracle rows of its task. merge=True keeps the
+    rows of other seeds already in the file (seeds run as separate processes)."""
+    scores = run(prepared, size, ("xgboost", *TABLE2), seeds=seeds)
+    name = f"{RESULTS_PREFIX}table2{MULTITASK_SIZES[size].results_suffix}"
+    with merged(name, reference_rows(prepared) + rows_of(prepared, scores), {"size": size},
+                merge) as rows:  # fmt: skip
+        rows = add_headroom_shares(rows, "session_auc", "task")
+        extra = {"size": size, "seeds": sorted({r["seed"] for r in rows if r["seed"] is not None}),
+                 "summary": summarise(rows), "lift_over_xgboost": lifts(rows),
+                 "paper_lift_over_xgboost": PAPER_TABLE2}  # fmt: skip
+        write_results(name, rows, extra)
+    print_table(f"Table 2 ({size}): mean ± std over seeds {extra['seeds']}", rows, TASKS)
     return scores
 
 
@@ -182,15 +183,16 @@ EXPERIMENTS = ("table2", "table4", "gating", "figure2", "table3")
 def main(argv: list[str] | None = None) -> None:
     args = experiment_args(
         "mlpr", __doc__, MULTITASK_SIZES, argv, EXPERIMENTS,
-        seeds_help="Table 3's fine-tuning seeds (default: the size's), e.g. 0,1; rows of other "
-        "seeds already in results/mlpr_table3.json are kept, so seeds can run as separate "
-        "processes",
+        seeds_help="Table 2's seeds and Table 3's fine-tuning seeds (default: the size's), e.g. "
+        "0,1; rows of other seeds already in results/mlpr_table3.json are kept, so seeds can "
+        "run as separate processes (Table 2's with --merge)",
+        merge=True,
     )  # fmt: skip
     only, directory = set(args.only), data_dir(MULTITASK_SIZES[args.size], args.artifacts)
     prepared = prepare(directory, tasks=TASKS, text=True, progress=False)
     scores: dict = {}
     if only & {"table2", "table4", "gating", "figure2"}:
-        scores = table2(prepared, args.size)
+        scores = table2(prepared, args.size, args.seeds, args.merge)
     if "table4" in only:
         table4(prepared, args.size, scores)
     if "gating" in only:
