@@ -1,6 +1,8 @@
 """Every mlpr recipe and the XGBoost baseline learn on a small generated log, and the
 experiment helpers compute what they say."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,3 +93,29 @@ def test_table2_references_rank_every_task_with_a_headroom_share(cascade_log):
         assert logreg[f"{task}_C"] > 0  # the regression's chosen penalty, per task
     # Position is in the true probabilities and in no model's input.
     assert cell["oracle_bayes", "click"]["auc"] > cell["logreg_per_top", "click"]["auc"]
+
+
+def test_table2_seeds_run_apart_end_in_one_table_with_the_references(
+    cascade_log, monkeypatch, tmp_path
+):
+    from dataclasses import replace
+
+    from training.experiments import common, mlpr
+
+    tiny = replace(common.MULTITASK_SIZES["small"], hidden=(16, 8), train=FAST, xgboost_rounds=5,
+                   results_suffix="_tiny")  # fmt: skip
+    monkeypatch.setitem(common.MULTITASK_SIZES, "tiny", tiny)
+    monkeypatch.setattr(mlpr, "TABLE2", ("mlp_mtl",))
+    monkeypatch.setattr(mlpr, "ITEM_GATE", ("query_category", "item"))  # this log has no text
+    monkeypatch.setenv("MOERANK_RESULTS_DIR", str(tmp_path))
+    mlpr.table2(cascade_log, "tiny", seeds=(0,), merge=True)
+    mlpr.table2(cascade_log, "tiny", seeds=(1,), merge=True)
+    record = json.loads((tmp_path / "mlpr_table2_tiny.json").read_text())
+    assert record["seeds"] == [0, 1]
+    runs = sorted({(r["model"], r["seed"]) for r in record["rows"]}, key=str)
+    references = [(f"oracle_{n}", None) for n in RANKINGS_OF_ORACLE] + [("logreg_per_top", None)]
+    expected = references + [(m, s) for m in ("mlp_mtl", "xgboost") for s in (0, 1)]
+    assert runs == sorted(expected, key=str)
+    assert len(record["rows"]) == 3 * len(expected)  # one row per task
+    assert record["summary"]["mlp_mtl"]["click"]["headroom_share"].count("±") == 1
+    assert set(record["lift_over_xgboost"]["mlp_mtl"]) == set(TASKS)
