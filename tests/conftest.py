@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,6 +32,20 @@ def make_spec(text_dim: int = 0) -> FeatureSpec:
         numeric=tuple(NumericField(f"x{i}", 0.5, 2.0) for i in range(4)),
         text_dim=text_dim,
         encoder_id="test-encoder" if text_dim else "",
+    )
+
+
+def shared_category_spec():
+    """make_spec with item categories named like the query's, one of them never queried."""
+    spec = make_spec()
+    query_vocab = spec.request_categorical[0].vocab
+    item_vocab = (*query_vocab[2:], "never-queried")
+    return replace(
+        spec,
+        item_categorical=(
+            spec.item_categorical[0],
+            CategoricalField("item_category", "item", item_vocab),
+        ),
     )
 
 

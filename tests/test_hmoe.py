@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_inputs, make_spec
+from conftest import make_inputs, make_spec, shared_category_spec
 
 from export.bundle import write_bundle
 from training.checkpoint import save_checkpoint
@@ -70,6 +70,16 @@ def test_hmoe_experts_have_one_layer_and_gates_a_hidden_layer():
     assert net.scenario_gate[0].out_features == 64
 
 
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_reads_whether_the_item_is_in_the_query_category(name):
+    spec = shared_category_spec()
+    net = HMoE(spec, config_for(name, **SMALL))
+    without = HMoE(spec, config_for(name, category_match=False, **SMALL))
+    assert net.inputs.item_dim == without.inputs.item_dim + 1
+    _, item_vec = net.inputs(make_inputs(spec, 8, 8))
+    assert set(item_vec[:, -1].tolist()) <= {0.0, 1.0}
+
+
 def test_scenario_weights_sum_to_one_and_immoe_reads_only_its_own_tower():
     net = model("hmoe").eval()
     inputs = one_scenario(2)
@@ -113,7 +123,9 @@ def click_purchase_log(small_log_dir):
 def test_recipe_beats_a_constant_predictor(name, click_purchase_log):
     torch.set_num_threads(1)
     options = {"hidden": (32, 16), "tower_hidden": (16,), "gate_hidden": 16}
-    trained, _ = fit(click_purchase_log, name, options, TrainConfig(epochs=1, lr=3e-3, batch_size=512),
+    # Two epochs: after one, HMoE with the category-match input was still at 0.56 click AUC
+    # at seed 0 (0.65-0.66 at seeds 1-4); after two, 0.65-0.68 at seeds 0-4.
+    trained, _ = fit(click_purchase_log, name, options, TrainConfig(epochs=2, lr=3e-3, batch_size=512),
                      progress=False)  # fmt: skip
     scores, labels = predict(trained, click_purchase_log.test), click_purchase_log.test.labels
     aucs = [global_auc(labels[:, t].numpy(), scores[:, t]) for t in range(2)]

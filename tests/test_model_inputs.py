@@ -1,30 +1,14 @@
 """The input block's category-match feature and the experts' linear (wide) part."""
 
-from dataclasses import replace
 
 import pytest
 import torch
-from conftest import make_inputs, make_spec
+from conftest import make_inputs, make_spec, shared_category_spec
 
-from contract.features import CategoricalField
 from training.models.category_moe import CategoryMoE
 from training.models.experts import StackedExperts
 from training.models.inputs import InputBlock
 from training.models.registry import config_for
-
-
-def shared_category_spec():
-    """make_spec with item categories named like the query's, one of them never queried."""
-    spec = make_spec()
-    query_vocab = spec.request_categorical[0].vocab
-    item_vocab = (*query_vocab[2:], "never-queried")
-    return replace(
-        spec,
-        item_categorical=(
-            spec.item_categorical[0],
-            CategoricalField("item_category", "item", item_vocab),
-        ),
-    )
 
 
 def test_category_match_is_one_exactly_where_the_item_is_in_the_query_category():

@@ -4,7 +4,7 @@ learns on a small generated log."""
 
 import pytest
 import torch
-from conftest import make_inputs, make_spec
+from conftest import make_inputs, make_spec, shared_category_spec
 
 from training.fitting import fit
 from training.metrics import global_auc
@@ -71,6 +71,21 @@ def test_each_domain_weighs_the_fields_with_its_own_attention_unit():
     assert weights[0].shape == (8, len(net.inputs.fields))
     assert all(((w > 0) & (w < 1)).all() for w in weights)
     assert not torch.allclose(weights[1], weights[2])
+
+
+def test_the_category_match_field_is_its_vector_exactly_where_the_item_is_in_the_query_category():
+    spec = shared_category_spec()
+    torch.manual_seed(0)
+    net = WeCan(spec, config_for("can", **SMALL)).eval()
+    assert net.inputs.fields[-1] == "category_match"
+    inputs = make_inputs(spec, requests=6, items=6)
+    inputs["request_cat"][:, 0] = torch.tensor([3, 4, 0, 5, 6, 3])  # 0: the OOV index
+    inputs["item_cat"][:, 1] = torch.tensor([1, 1, 0, 11, 4, 2])  # item vocab is query's shifted
+    _, item = net.inputs(inputs)
+    matched = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    assert torch.equal(item[:, -1], matched[:, None] * net.inputs.match)
+    plain = WeCan(spec, config_for("can", category_match=False, **SMALL))
+    assert len(plain.inputs.fields) == len(net.inputs.fields) - 1
 
 
 def test_without_a_critic_there_is_no_penalty():

@@ -37,6 +37,7 @@ class HMoEConfig:
     gate_hidden: int = 64  # both gating networks: one hidden layer of 64 (§4.1), then softmax
     embedding_dim: int = 16
     text_proj: int = 32
+    category_match: bool = False  # item vector: item category == query category (if both)
     scenario_towers: bool = True  # one gate and tower per scenario (IMMoE); False: one for all
     stacked: bool = False  # the scenario gate W(x) of eq. 6 (HMoE)
     stop_gradient: bool = True  # eq. 7; False: NoStopGrad-HMoE
@@ -49,7 +50,9 @@ class HMoEConfig:
             raise ValueError("invalid HMoEConfig: experts >= 1, hidden and tasks not empty")
 
 
-_IMMOE = HMoEConfig()
+# Every recipe reads whether the item is from the query's sub-category, the 2-sided input the
+# Adv & HSC-MoE recipes and the logistic-regression baseline read (README, issue 12).
+_IMMOE = HMoEConfig(category_match=True)
 RECIPES: dict[str, HMoEConfig] = {
     "base_dnn": replace(_IMMOE, experts=1, scenario_towers=False),
     "immoe": _IMMOE,
@@ -73,7 +76,9 @@ class HMoE(Ranker):
         self.scenarios = 1  # scenario towers: one per scenario value, OOV included
         if config.scenario_towers and self.scenario_column is not None:
             self.scenarios = spec.request_categorical[self.scenario_column].cardinality
-        self.inputs = InputBlock(spec, config.embedding_dim, config.text_proj)
+        self.inputs = InputBlock(
+            spec, config.embedding_dim, config.text_proj, config.category_match
+        )
         dr, dx = self.inputs.request_dim, self.inputs.item_dim
         width = config.hidden[-1]
         self.experts = StackedExperts(config.experts, dr, dx, config.hidden, None)

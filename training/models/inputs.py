@@ -104,13 +104,7 @@ class InputBlock(nn.Module):
             cosine = (query_emb * item_emb).sum(dim=1, keepdim=True)  # inputs are unit vectors
             item += [product, query * product, cosine]
         if self.match_fields is not None:
-            query_field, item_field = self.match_fields
-            item_category = self.item_to_query[inputs["item_cat"][:, item_field]]  # [B]
-            query_category = inputs["request_cat"][:, query_field]  # [R]: 1 broadcasts, or B
-            if "item_request" in inputs:  # several requests' items: each reads its own query
-                query_category = query_category.index_select(0, inputs["item_request"])
-            match = item_category == query_category
-            item.append(match.to(numeric.dtype).expand(item_category.shape[0])[:, None])
+            item.append(category_match(inputs, self.match_fields, self.item_to_query)[:, None])
         return torch.cat(request, dim=1), torch.cat(item, dim=1)
 
 
@@ -119,6 +113,20 @@ def has_category_fields(spec: FeatureSpec) -> bool:
     return QUERY_CATEGORY in {f.name for f in spec.request_categorical} and ITEM_CATEGORY in {
         f.name for f in spec.item_categorical
     }
+
+
+def category_match(
+    inputs: dict[str, torch.Tensor], fields: tuple[int, int], item_to_query: torch.Tensor
+) -> torch.Tensor:
+    """[B] float: 1.0 where the item's category is its query's sub-category. `fields` and
+    `item_to_query` are category_match_lookup's."""
+    query_field, item_field = fields
+    item_category = item_to_query[inputs["item_cat"][:, item_field]]  # [B]
+    query_category = inputs["request_cat"][:, query_field]  # [R]: 1 broadcasts, or B
+    if "item_request" in inputs:  # several requests' items: each reads its own query
+        query_category = query_category.index_select(0, inputs["item_request"])
+    match = item_category == query_category
+    return match.to(inputs["numeric"].dtype).expand(item_category.shape[0])
 
 
 def category_match_lookup(spec: FeatureSpec) -> tuple[tuple[int, int], torch.Tensor]:

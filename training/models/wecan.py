@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from contract.features import FeatureSpec
+from training.models.inputs import category_match, category_match_lookup, has_category_fields
 from training.models.multitask import TaskLinear
 from training.models.protocol import Ranker, RankerOutput
 
@@ -42,6 +43,9 @@ class WeCanConfig:
     private: bool = True  # shared + per-domain private networks (eq. 2); False: shared only
     wasserstein_weight: float = 0.0  # λ of eq. 6; 0: no critic
     critic_hidden: int = 32
+    # A field of its own: whether the item is from the query's sub-category (the 2-sided input
+    # the Adv & HSC-MoE recipes and the logistic-regression baseline read; README, issue 12).
+    category_match: bool = False
     # eq. 3: each domain's loss is its own mean (1/n_d), so a small platform weighs as much
     # as a large one; False: one mean over the batch (the small platform weighs its share).
     domain_balanced_loss: bool = True
@@ -53,7 +57,7 @@ class WeCanConfig:
             raise ValueError("invalid WeCanConfig: cross_layers >= 0 and a deep part")
 
 
-_CAN = WeCanConfig()
+_CAN = WeCanConfig(category_match=True)
 RECIPES: dict[str, WeCanConfig] = {
     "deep_cross": replace(_CAN, domain_attention=False, private=False),
     "shared_private": replace(_CAN, domain_attention=False),
@@ -73,9 +77,11 @@ def domain_balanced_weights(domain: torch.Tensor) -> torch.Tensor:
 
 
 class FieldEmbeddings(nn.Module):
-    """inputs -> (request fields [R, nr, dim], item fields [B, ni, dim]); names in `fields`."""
+    """inputs -> (request fields [R, nr, dim], item fields [B, ni, dim]); names in `fields`.
+    With category_match (and both category fields in the spec), an item field holds a learned
+    vector times whether the item is from the query's sub-category."""
 
-    def __init__(self, spec: FeatureSpec, dim: int):
+    def __init__(self, spec: FeatureSpec, dim: int, category_match: bool = False):
         super().__init__()
         self.request = nn.ModuleList(
             nn.Embedding(f.cardinality, dim) for f in spec.request_categorical
@@ -94,6 +100,12 @@ class FieldEmbeddings(nn.Module):
             self.query_proj = nn.Linear(spec.text_dim, dim)
             self.item_proj = nn.Linear(spec.text_dim, dim)
             self.cosine = nn.Parameter(torch.randn(dim) * 0.1)
+        self.match_fields = None
+        if category_match and has_category_fields(spec):
+            self.match_fields, item_to_query = category_match_lookup(spec)
+            self.register_buffer("item_to_query", item_to_query)
+            self.match = nn.Parameter(torch.randn(dim) * 0.1)
+            self.fields.append("category_match")
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         request_cat, item_cat = inputs["request_cat"], inputs["item_cat"]
@@ -107,6 +119,9 @@ class FieldEmbeddings(nn.Module):
             cosine = (inputs["query_emb"] * inputs["item_emb"]).sum(1, keepdim=True)
             request.append(query)
             item += [product, query * product, cosine * self.cosine]
+        if self.match_fields is not None:
+            match = category_match(inputs, self.match_fields, self.item_to_query)
+            item.append(match[:, None] * self.match)
         return torch.stack(request, 1), torch.stack(item, 1)
 
 
@@ -157,7 +172,7 @@ class WeCan(Ranker):
         self.domains = 1  # one attention unit, private network and head per domain value
         if self.domain_column is not None:
             self.domains = spec.request_categorical[self.domain_column].cardinality
-        self.inputs = FieldEmbeddings(spec, config.embedding_dim)
+        self.inputs = FieldEmbeddings(spec, config.embedding_dim, config.category_match)
         fields, dim = len(self.inputs.fields), config.embedding_dim
         if config.domain_attention:  # per domain: dim -> hidden -> 1 on every field (eq. 1)
             self.attention_in = TaskLinear(self.domains, dim, config.attention_hidden)
