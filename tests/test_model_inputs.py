@@ -1,6 +1,5 @@
 """The input block's category-match feature and the experts' linear (wide) part."""
 
-
 import pytest
 import torch
 from conftest import make_inputs, make_spec, shared_category_spec
