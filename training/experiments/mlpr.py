@@ -96,7 +96,7 @@ def reference_rows(prepared: Prepared) -> list[dict]:
         for name, s in scores.items()
         for row in metric_rows(
             name, None, TASKS, test.labels.numpy(), s, test.sessions, **info.get(name, {})
-        )  # fmt: skip
+        )
     ]
 
 
